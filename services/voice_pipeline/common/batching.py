@@ -1,0 +1,144 @@
+"""Dynamic micro-batching with a bounded queue.
+
+Callers from many sessions `submit` one item each and await its result. A single worker takes
+up to `max_size` items, waiting at most `max_wait` after the first for more to arrive, and runs
+the model once for the whole batch in a worker thread (never on the event loop). A full queue
+raises `OverloadedError` at once: the caller answers "overloaded" instead of waiting without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from voice_pipeline.common.errors import OverloadedError
+from voice_pipeline.common.metrics import Metrics
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_size: int = 8
+    max_wait_s: float = 0.01
+    queue_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_size < 1 or self.queue_size < 1 or self.max_wait_s < 0:
+            raise ValueError(f"invalid batch config {self}")
+
+
+@dataclass
+class _Pending(Generic[T, R]):
+    item: T
+    future: asyncio.Future[R]
+    enqueued: float
+
+
+class MicroBatcher(Generic[T, R]):
+    """Batches `submit` calls into `process(items) -> results` (same order, same length)."""
+
+    def __init__(
+        self,
+        stage: str,
+        process: Callable[[Sequence[T]], Sequence[R]],
+        config: BatchConfig,
+        metrics: Metrics,
+    ) -> None:
+        self.stage = stage
+        self._process = process
+        self.config = config
+        self._metrics = metrics
+        self._queue: asyncio.Queue[_Pending[T, R]] = asyncio.Queue(maxsize=config.queue_size)
+        self._worker: asyncio.Task[None] | None = None
+        metrics.max_concurrency.labels(stage).set(config.queue_size)
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.stage}")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.cancel()
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    async def submit(self, item: T) -> R:
+        self.start()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Pending(item, future, time.perf_counter()))
+        except asyncio.QueueFull:
+            self._metrics.requests.labels(self.stage, "overload").inc()
+            raise OverloadedError(self.stage, self.config.queue_size) from None
+        self._metrics.inflight.labels(self.stage).inc()
+        try:
+            return await future
+        finally:
+            self._metrics.inflight.labels(self.stage).dec()
+
+    async def _collect(self) -> list[_Pending[T, R]]:
+        batch = [await self._queue.get()]
+        deadline = time.perf_counter() + self.config.max_wait_s
+        while len(batch) < self.config.max_size:
+            # Take whatever is already queued without waiting, then wait out the remainder.
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            live = [p for p in batch if not p.future.done()]  # drop callers that gave up
+            if not live:
+                continue
+            started = time.perf_counter()
+            for p in live:
+                self._metrics.queue_wait.labels(self.stage).observe(started - p.enqueued)
+            self._metrics.batch_size.labels(self.stage).observe(len(live))
+            try:
+                results = await asyncio.to_thread(self._timed_process, [p.item for p in live])
+            except Exception as exc:  # one bad batch fails its callers, never the worker
+                for p in live:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                self._metrics.requests.labels(self.stage, "error").inc(len(live))
+                continue
+            finished = time.perf_counter()
+            for p, result in zip(live, results, strict=True):
+                if not p.future.done():
+                    p.future.set_result(result)
+                self._metrics.latency.labels(self.stage).observe(finished - p.enqueued)
+            self._metrics.requests.labels(self.stage, "ok").inc(len(live))
+
+    def _timed_process(self, items: Sequence[T]) -> Sequence[R]:
+        with self._metrics.busy_time(self.stage):
+            results = self._process(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"{self.stage}: batch of {len(items)} gave {len(results)} results")
+        return results

@@ -1,0 +1,74 @@
+"""Prometheus metrics of the contract (voice_pipeline.contract), one registry per process.
+
+All stages in one process (all-in-one mode) share one `Metrics`, told apart by the `stage` label.
+No per-session labels: cardinality stays fixed however many devices connect.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from voice_pipeline import contract as c
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        stage = [c.LABEL_STAGE]
+        self.requests = Counter(
+            c.METRIC_REQUESTS, "Stage requests by outcome", [c.LABEL_STAGE, c.LABEL_OUTCOME], registry=r
+        )
+        self.latency = Histogram(
+            c.METRIC_LATENCY, "Stage latency (queue wait included)", stage, buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_wait = Histogram(
+            c.METRIC_QUEUE_WAIT, "Time spent queued before compute", stage, buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.busy = Counter(
+            c.METRIC_BUSY, "Compute seconds spent (utilization = rate / cores)", stage, registry=r
+        )
+        self.inflight = Gauge(c.METRIC_INFLIGHT, "Requests in flight", stage, registry=r)
+        self.max_concurrency = Gauge(c.METRIC_MAX_CONCURRENCY, "Configured concurrency limit", stage, registry=r)
+        self.batch_size = Histogram(
+            c.METRIC_BATCH_SIZE, "Items per model batch", stage, buckets=BATCH_BUCKETS, registry=r
+        )
+        self.cache = Counter(
+            c.METRIC_CACHE, "Cache look-ups by result", [c.LABEL_STAGE, c.LABEL_RESULT], registry=r
+        )
+        self.provider = Counter(
+            c.METRIC_PROVIDER,
+            "Provider calls by outcome",
+            [c.LABEL_STAGE, c.LABEL_PROVIDER, c.LABEL_OUTCOME],
+            registry=r,
+        )
+        self.sessions = Gauge(c.METRIC_SESSIONS, "Connected device sessions", registry=r)
+        self.e2e_first_audio = Histogram(
+            c.METRIC_E2E_FIRST_AUDIO,
+            "Speech end to first audio frame sent",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    @contextmanager
+    def busy_time(self, stage: str) -> Iterator[None]:
+        """Count the wall time of a compute section as busy seconds of `stage`."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.busy.labels(stage).inc(time.perf_counter() - start)
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

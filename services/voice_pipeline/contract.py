@@ -1,0 +1,55 @@
+"""The contract between the stage services and the operator.
+
+Both sides import these names instead of spelling strings of their own, so a renamed metric or
+label breaks loudly in one place. Keep this module free of heavy imports: the operator image
+installs the package without any model runtime.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+Stage = Literal["gateway", "vad", "asr", "llm", "tts"]
+STAGES: Final[tuple[Stage, ...]] = ("gateway", "vad", "asr", "llm", "tts")
+# Stages that run model work the operator sizes (the gateway is sized by sessions).
+MODEL_STAGES: Final[tuple[Stage, ...]] = ("vad", "asr", "llm", "tts")
+
+# --- Prometheus metric names (no per-session labels, ever) ---------------------------------
+METRIC_REQUESTS: Final = "voice_stage_requests_total"  # labels: stage, outcome
+METRIC_LATENCY: Final = "voice_stage_latency_seconds"  # histogram; labels: stage
+METRIC_QUEUE_WAIT: Final = "voice_stage_queue_wait_seconds"  # histogram; labels: stage
+METRIC_BUSY: Final = "voice_stage_busy_seconds_total"  # compute seconds; labels: stage
+METRIC_INFLIGHT: Final = "voice_stage_inflight"  # gauge; labels: stage
+METRIC_MAX_CONCURRENCY: Final = "voice_stage_max_concurrency"  # gauge; labels: stage
+METRIC_BATCH_SIZE: Final = "voice_stage_batch_size"  # histogram; labels: stage
+METRIC_CACHE: Final = "voice_cache_requests_total"  # labels: stage, result
+METRIC_PROVIDER: Final = "voice_provider_requests_total"  # labels: stage, provider, outcome
+METRIC_SESSIONS: Final = "voice_gateway_sessions"  # gauge
+METRIC_E2E_FIRST_AUDIO: Final = "voice_e2e_first_audio_seconds"  # histogram
+
+LABEL_STAGE: Final = "stage"
+LABEL_OUTCOME: Final = "outcome"
+LABEL_RESULT: Final = "result"
+LABEL_PROVIDER: Final = "provider"
+
+Outcome = Literal["ok", "error", "overload", "cancelled"]
+CacheResult = Literal["hit", "miss", "error", "bypass"]
+
+# --- Kubernetes labels and configuration keys ------------------------------------------------
+API_GROUP: Final = "voice.pipeline.dev"
+API_VERSION: Final = "v1alpha1"
+KIND: Final = "VoicePipeline"
+PLURAL: Final = "voicepipelines"
+LABEL_APP: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+APP_NAME: Final = "voice-pipeline"
+
+# Environment variables each stage reads its operator-chosen sizing from (see common/settings.py).
+ENV_PREFIX: Final = "VP_"
+ENV_BATCH_SIZE: Final = "VP_BATCH_MAX_SIZE"
+ENV_BATCH_WAIT_MS: Final = "VP_BATCH_MAX_WAIT_MS"
+ENV_MAX_CONCURRENCY: Final = "VP_MAX_CONCURRENCY"
+ENV_QUEUE_SIZE: Final = "VP_QUEUE_SIZE"
+ENV_REDIS_URL: Final = "VP_REDIS_URL"
