@@ -1,0 +1,67 @@
+"""The `voice-pipeline` command. Each area registers its own subcommands.
+
+Command modules import only the standard library at module level, so `--help` is instant and the
+operator image works without model runtimes; heavy imports happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from voice_pipeline import __version__
+
+# Each module exposes `register(subparsers)`, adding parsers whose default `func(args) -> int`.
+COMMAND_MODULES = (
+    "voice_pipeline.serve_commands",
+    "voice_pipeline.models.commands",
+    "voice_pipeline.simulator.commands",
+    "voice_operator.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voice-pipeline",
+        description="Real-time voice assistants for fleets of xiaozhi-class devices.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text", help="log line format")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:  # an extra that is not installed: say so instead of failing
+            logging.getLogger(__name__).debug("commands of %s unavailable: %s", name, exc)
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from voice_pipeline.common.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    from voice_pipeline.common.errors import VoicePipelineError
+
+    try:
+        return int(func(args))
+    except VoicePipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
