@@ -1,0 +1,42 @@
+"""Gateway settings: the device-facing side of the pipeline."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GatewaySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("0.0.0.0", description="Address the WebSocket/HTTP server binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="Port of the WebSocket, OTA, /healthz and /metrics.")
+    public_url: str = Field(
+        "",
+        description="WebSocket URL handed to devices by the OTA endpoint; empty = derived from the request.",
+    )
+    output_sample_rate: int = Field(
+        24000, description="Opus rate of the reply audio announced in the server hello (16000 or 24000)."
+    )
+    frame_ms: int = Field(60, description="Opus frame duration of the reply audio (the protocol uses 60).")
+    playback_lead_ms: int = Field(
+        300, ge=60, le=2000, description="Audio sent ahead of playback; the device queue holds 2.4 s."
+    )
+    hello_timeout_s: float = Field(10.0, gt=0, description="Close a connection that sends no hello in time.")
+    idle_timeout_s: float = Field(
+        120.0, gt=0, description="Close a session after this long without voice or messages."
+    )
+    max_sessions: int = Field(500, ge=1, description="Refuse new devices beyond this (close code 1013).")
+    max_message_bytes: int = Field(
+        65536, ge=1024, description="Largest WebSocket message accepted; larger closes with 1009."
+    )
+    language: str = Field(
+        "auto", description="ASR language: zh, en or auto (auto picks among asr.languages)."
+    )
+    preroll_ms: int = Field(300, ge=0, description="Audio kept before the VAD speech start.")
+    min_utterance_ms: int = Field(400, ge=0, description="Shorter utterances are ignored (noise, clicks).")
+    max_utterance_s: float = Field(20.0, gt=0, description="An utterance is cut and transcribed at this length.")
+    exit_commands: list[str] = Field(
+        default_factory=lambda: ["退出", "关闭"],
+        description="A transcript exactly equal to one of these ends the session.",
+    )
+    reply_timeout_s: float = Field(60.0, gt=0, description="Upper bound on one reply (LLM + TTS).")
