@@ -1,0 +1,33 @@
+"""ASR settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AsrSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["whisper", "sensevoice"] = Field(
+        "whisper", description="whisper (faster-whisper, offline default) or sensevoice (FunASR, production)."
+    )
+    whisper_model: str = Field("whisper-base", description="Installed model name (see `models list`).")
+    sensevoice_dir: str = Field(
+        "", description="Directory of an exported SenseVoiceSmall ONNX model (default: $VP_HOME/models/sensevoice-small)."
+    )
+    sensevoice_quantized: bool = Field(True, description="Use model_quant.onnx (int8) instead of model.onnx.")
+    languages: list[str] = Field(
+        default_factory=lambda: ["zh", "en"],
+        description="Languages `auto` chooses among (whisper base mistakes synthetic Mandarin for Thai otherwise).",
+    )
+    threads: int = Field(2, ge=1, description="CPU threads of the ASR model.")
+    beam_size: int = Field(1, ge=1, le=8, description="1 = greedy (fast); beam search costs linearly more.")
+    max_decode_tokens: int = Field(96, ge=8, le=440, description="Decode length cap per utterance.")
+    min_window_s: float = Field(
+        10.0, ge=1, le=30, description="Shortest Whisper encoder window; shorter is faster but repeats itself."
+    )
+    batch_max_size: int = Field(8, ge=1, description="Most utterances decoded in one model call.")
+    batch_max_wait_ms: float = Field(20.0, ge=0, description="Wait after the first utterance for more to batch.")
+    queue_size: int = Field(64, ge=1, description="Waiting utterances beyond this are refused (overload).")

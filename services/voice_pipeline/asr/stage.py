@@ -1,0 +1,67 @@
+"""In-process ASR stage: utterances from all sessions batched into one model call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from voice_pipeline.asr.engine import AsrEngine, AsrItem
+from voice_pipeline.asr.settings import AsrSettings
+from voice_pipeline.common.audio import Int16Array, int16_to_float
+from voice_pipeline.common.batching import BatchConfig, MicroBatcher
+from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.common.paths import models_dir
+from voice_pipeline.common.stages import Language, Transcript
+from voice_pipeline.models.registry import require_model
+
+
+def build_engine(settings: AsrSettings) -> AsrEngine:
+    if settings.backend == "sensevoice":
+        from voice_pipeline.asr.sensevoice import SenseVoiceEngine
+
+        model_dir = Path(settings.sensevoice_dir) if settings.sensevoice_dir else models_dir() / "sensevoice-small"
+        return SenseVoiceEngine(model_dir, settings.threads, settings.sensevoice_quantized, settings.batch_max_size)
+    from voice_pipeline.asr.whisper import WhisperEngine
+
+    return WhisperEngine(
+        require_model(settings.whisper_model),
+        threads=settings.threads,
+        beam_size=settings.beam_size,
+        max_decode_tokens=settings.max_decode_tokens,
+        languages=settings.languages,
+        min_window_s=settings.min_window_s,
+    )
+
+
+class InProcessAsr:
+    """Implements common.stages.AsrStage; use as an async context manager (loads the model)."""
+
+    def __init__(self, settings: AsrSettings, metrics: Metrics, engine: AsrEngine | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._engine = engine
+        self._batcher: MicroBatcher[AsrItem, Transcript] | None = None
+
+    async def __aenter__(self) -> InProcessAsr:
+        import asyncio
+
+        if self._engine is None:
+            self._engine = await asyncio.to_thread(build_engine, self.settings)
+        config = BatchConfig(self.settings.batch_max_size, self.settings.batch_max_wait_ms / 1000, self.settings.queue_size)
+        self._batcher = MicroBatcher("asr", self._process, config, self.metrics)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._batcher is not None:
+            await self._batcher.stop()
+
+    def _process(self, items: Sequence[AsrItem]) -> list[Transcript]:
+        assert self._engine is not None
+        return self._engine.transcribe_batch(items)
+
+    async def transcribe(self, pcm: Int16Array, language: Language) -> Transcript:
+        assert self._batcher is not None, "use InProcessAsr as an async context manager"
+        return await self._batcher.submit(AsrItem(int16_to_float(pcm), language))
