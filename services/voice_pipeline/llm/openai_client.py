@@ -1,0 +1,153 @@
+"""A streaming client for OpenAI-compatible chat completions (OpenAI, Qwen/DashScope compatible
+mode, DeepSeek, Baichuan, llama.cpp, vLLM...).
+
+Errors before the first token become ProviderUnavailableError (the router may try another
+provider); errors after it become LlmStreamError (the reply is already being spoken). The API key
+never appears in a message, a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from voice_pipeline.common.errors import ConfigError, ProviderUnavailableError, VoicePipelineError
+from voice_pipeline.common.stages import ChatMessage
+
+log = logging.getLogger(__name__)
+
+
+class LlmStreamError(VoicePipelineError):
+    """The provider failed after it started answering."""
+
+
+def read_api_key(key_file: str = "", key_env: str = "") -> str:
+    if key_file:
+        try:
+            return Path(key_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the API key file {key_file}: {exc.strerror}") from exc
+    if key_env:
+        value = os.environ.get(key_env, "")
+        if not value:
+            raise ConfigError(f"environment variable {key_env} (the API key) is empty or unset")
+        return value
+    return ""
+
+
+async def iter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The `data:` payloads of a server-sent event stream (comments and other fields skipped)."""
+    data: list[str] = []
+    async for raw in lines:
+        line = raw.rstrip("\r")
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue  # keep-alive comment
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
+
+
+def delta_text(event: dict[str, Any]) -> str:
+    choices = event.get("choices") or []
+    if not choices:
+        return ""
+    delta = choices[0].get("delta") or {}
+    content = delta.get("content")
+    return content if isinstance(content, str) else ""
+
+
+class OpenAICompatibleProvider:
+    """One provider endpoint; `start()` opens its connection pool, `close()` releases it."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        model: str,
+        api_key: str = "",
+        max_tokens: int = 96,
+        temperature: float = 0.5,
+        connect_timeout_s: float = 3.0,
+        first_token_timeout_s: float = 15.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._api_key = api_key
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self._timeout = httpx.Timeout(first_token_timeout_s, connect=connect_timeout_s)
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAICompatibleProvider(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
+
+    async def start(self) -> None:
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=self._timeout,
+            transport=self._transport,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+        if self._client is None:
+            await self.start()
+        assert self._client is not None
+        body = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+        }
+        started = False
+        try:
+            async with self._client.stream("POST", f"{self.base_url}/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    detail = (await response.aread()).decode("utf-8", "replace")[:300]
+                    raise ProviderUnavailableError(self.name, f"HTTP {response.status_code}: {detail}")
+                async for payload in iter_sse_data(response.aiter_lines()):
+                    if payload.strip() == "[DONE]":
+                        return
+                    try:
+                        event = json.loads(payload)
+                    except json.JSONDecodeError as exc:
+                        raise self._error(started, f"malformed stream event: {payload[:80]!r}") from exc
+                    if isinstance(event, dict) and event.get("error"):
+                        raise self._error(started, f"provider error: {str(event['error'])[:200]}")
+                    text = delta_text(event) if isinstance(event, dict) else ""
+                    if text:
+                        started = True
+                        yield text
+        except httpx.TimeoutException as exc:
+            raise self._error(started, f"timed out ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise self._error(started, f"{type(exc).__name__}: {exc}") from exc
+
+    def _error(self, started: bool, detail: str) -> VoicePipelineError:
+        detail = detail.replace(self._api_key, "***") if self._api_key else detail
+        if started:
+            return LlmStreamError(f"provider '{self.name}' failed mid-reply: {detail}")
+        return ProviderUnavailableError(self.name, detail)
