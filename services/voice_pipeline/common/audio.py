@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import wave
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -98,10 +99,10 @@ def float_to_int16(pcm: Float32Array) -> Int16Array:
     return (np.clip(pcm, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
-def read_wav(path: str | Path) -> tuple[Int16Array, int]:
+def read_wav(path: str | Path | BinaryIO) -> tuple[Int16Array, int]:
     """Read a PCM WAV file as mono int16 (channels averaged)."""
     try:
-        with wave.open(str(path), "rb") as w:
+        with wave.open(path if hasattr(path, "read") else str(path), "rb") as w:  # type: ignore[arg-type]
             channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
             raw = w.readframes(w.getnframes())
     except (OSError, wave.Error, EOFError) as exc:

@@ -1,0 +1,104 @@
+"""In-process TTS stage: clean text -> engine router -> resample -> 60 ms Opus packets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+import numpy as np
+
+from voice_pipeline.common.audio import OpusEncoder, resample
+from voice_pipeline.common.errors import OverloadedError
+from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.common.stages import SpeechAudio, SpeechRequest
+from voice_pipeline.tts.engine import TtsEngine
+from voice_pipeline.tts.router import TtsRouter
+from voice_pipeline.tts.settings import TtsSettings
+from voice_pipeline.tts.text import clean_for_speech, guess_language
+
+STAGE = "tts"
+
+
+def build_engines(settings: TtsSettings) -> dict[str, TtsEngine]:
+    from voice_pipeline.tts.edge import EdgeEngine
+    from voice_pipeline.tts.espeak import EspeakEngine
+    from voice_pipeline.tts.piper import PiperEngine
+
+    wanted = {name for names in settings.engines.values() for name in names}
+    engines: dict[str, TtsEngine] = {}
+    if "edge" in wanted and settings.edge_enabled:
+        engines["edge"] = EdgeEngine(settings.edge_voices, settings.edge_connect_timeout_s, settings.timeout_s)
+    if "piper" in wanted:
+        engines["piper"] = PiperEngine(settings.piper_model)
+    if "espeak" in wanted:
+        engines["espeak"] = EspeakEngine(settings.espeak_voices, settings.espeak_rate, settings.timeout_s)
+    return engines
+
+
+class InProcessTts:
+    """Implements common.stages.TtsStage; use as an async context manager (loads the voices)."""
+
+    def __init__(self, settings: TtsSettings, metrics: Metrics, engines: dict[str, TtsEngine] | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._engines = engines if engines is not None else build_engines(settings)
+        self.router = TtsRouter(
+            self._engines, settings.engines, metrics, settings.breaker_failures, settings.breaker_cooldown_s
+        )
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._waiting = 0
+        metrics.max_concurrency.labels(STAGE).set(settings.max_concurrency)
+
+    async def __aenter__(self) -> InProcessTts:
+        for engine in self._engines.values():
+            await engine.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for engine in self._engines.values():
+            await engine.close()
+
+    async def synthesize(self, request: SpeechRequest) -> AsyncIterator[SpeechAudio]:
+        text = clean_for_speech(request.text)
+        if not text:
+            return
+        language = request.language if request.language in ("zh", "en") else guess_language(text)
+        if self._slots.locked() and self._waiting >= self.settings.queue_size:
+            self.metrics.requests.labels(STAGE, "overload").inc()
+            raise OverloadedError(STAGE, self.settings.queue_size)
+        enqueued = time.perf_counter()
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        self.metrics.queue_wait.labels(STAGE).observe(time.perf_counter() - enqueued)
+        self.metrics.inflight.labels(STAGE).inc()
+        outcome = "error"
+        try:
+            encoder = OpusEncoder(request.sample_rate, request.frame_ms, application="audio")
+            carry = np.zeros(0, np.int16)
+            first = True
+            async for chunk in self.router.synthesize(text, language):
+                started = time.perf_counter()
+                pcm = np.concatenate([carry, resample(chunk.pcm, chunk.sample_rate, request.sample_rate)])
+                whole = len(pcm) // encoder.frame_size * encoder.frame_size
+                packets = [encoder.encode(pcm[i : i + encoder.frame_size]) for i in range(0, whole, encoder.frame_size)]
+                carry = pcm[whole:]
+                self.metrics.busy.labels(STAGE).inc(time.perf_counter() - started)
+                if packets:
+                    if first:
+                        self.metrics.latency.labels(STAGE).observe(time.perf_counter() - enqueued)
+                        first = False
+                    yield SpeechAudio(packets, request.sample_rate, request.frame_ms, "tts")
+            if len(carry):
+                yield SpeechAudio(encoder.encode_all(carry), request.sample_rate, request.frame_ms, "tts")
+            outcome = "ok"
+        finally:
+            self._slots.release()
+            self.metrics.inflight.labels(STAGE).dec()
+            self.metrics.requests.labels(STAGE, outcome).inc()
