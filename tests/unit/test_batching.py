@@ -26,7 +26,9 @@ async def test_concurrent_submits_share_a_batch_and_keep_their_results() -> None
         return [2 * i for i in items]
 
     metrics = Metrics()
-    batcher: MicroBatcher[int, int] = MicroBatcher("asr", double, BatchConfig(max_size=8, max_wait_s=0.05), metrics)
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "asr", double, BatchConfig(max_size=8, max_wait_s=0.05), metrics
+    )
     results = await asyncio.gather(*(batcher.submit(i) for i in range(5)))
     await batcher.stop()
     assert results == [0, 2, 4, 6, 8]
@@ -42,7 +44,9 @@ async def test_batch_size_is_capped() -> None:
         sizes.append(len(items))
         return list(items)
 
-    batcher: MicroBatcher[int, int] = MicroBatcher("vad", echo, BatchConfig(max_size=3, max_wait_s=0.05), Metrics())
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "vad", echo, BatchConfig(max_size=3, max_wait_s=0.05), Metrics()
+    )
     assert await asyncio.gather(*(batcher.submit(i) for i in range(10))) == list(range(10))
     await batcher.stop()
     assert max(sizes) == 3
@@ -78,7 +82,9 @@ async def test_a_failing_batch_fails_its_callers_only() -> None:
             raise ValueError("unlucky")
         return list(items)
 
-    batcher: MicroBatcher[int, int] = MicroBatcher("asr", picky, BatchConfig(max_size=1, max_wait_s=0), Metrics())
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "asr", picky, BatchConfig(max_size=1, max_wait_s=0), Metrics()
+    )
     with pytest.raises(ValueError, match="unlucky"):
         await batcher.submit(13)
     assert await batcher.submit(7) == 7

@@ -19,7 +19,13 @@ class Outer(BaseModel):
 
 
 def test_known_keys_pass_and_typos_are_listed() -> None:
-    env = {"VP_ASR__BEAM_SIZE": "2", "VP_REDIS_URL": "x", "VP_ASR__BEEM_SIZE": "2", "VP_ASRX": "1", "PATH": "/"}
+    env = {
+        "VP_ASR__BEAM_SIZE": "2",
+        "VP_REDIS_URL": "x",
+        "VP_ASR__BEEM_SIZE": "2",
+        "VP_ASRX": "1",
+        "PATH": "/",
+    }
     assert unknown_env_keys(Outer, env) == ["VP_ASRX", "VP_ASR__BEEM_SIZE"]
 
 

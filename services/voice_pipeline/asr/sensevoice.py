@@ -35,13 +35,17 @@ def check_model_dir(model_dir: Path, quantized: bool) -> None:
 class SenseVoiceEngine:
     name = "sensevoice"
 
-    def __init__(self, model_dir: Path, threads: int = 2, quantized: bool = True, batch_size: int = 8) -> None:
+    def __init__(
+        self, model_dir: Path, threads: int = 2, quantized: bool = True, batch_size: int = 8
+    ) -> None:
         check_model_dir(model_dir, quantized)
         try:
             from funasr_onnx import SenseVoiceSmall
         except ImportError as exc:
             raise ModelMissingError(
-                "sensevoice-small", f"funasr-onnx is not installed ({exc})", "pip install 'voice-pipeline[sensevoice]'"
+                "sensevoice-small",
+                f"funasr-onnx is not installed ({exc})",
+                "pip install 'voice-pipeline[sensevoice]'",
             ) from exc
         self._model = SenseVoiceSmall(
             model_dir=str(model_dir), batch_size=batch_size, quantize=quantized, intra_op_num_threads=threads
@@ -54,7 +58,9 @@ class SenseVoiceEngine:
         out: list[Transcript | None] = [None] * len(items)
         for lang in {item.language for item in items}:
             idx = [i for i, item in enumerate(items) if item.language == lang]
-            texts = self._model([items[i].pcm for i in idx], language=_LANGS.get(lang, "auto"), textnorm="withitn")
+            texts = self._model(
+                [items[i].pcm for i in idx], language=_LANGS.get(lang, "auto"), textnorm="withitn"
+            )
             for i, text in zip(idx, texts, strict=True):
                 out[i] = Transcript(clean_text(_TAGS.sub("", str(text))), lang, items[i].seconds)
         return [t for t in out if t is not None]

@@ -15,7 +15,8 @@ class AsrSettings(BaseModel):
     )
     whisper_model: str = Field("whisper-base", description="Installed model name (see `models list`).")
     sensevoice_dir: str = Field(
-        "", description="Directory of an exported SenseVoiceSmall ONNX model (default: $VP_HOME/models/sensevoice-small)."
+        "",
+        description="Directory of an exported SenseVoiceSmall ONNX model (default: $VP_HOME/models/sensevoice-small).",
     )
     sensevoice_quantized: bool = Field(True, description="Use model_quant.onnx (int8) instead of model.onnx.")
     languages: list[str] = Field(
@@ -26,8 +27,13 @@ class AsrSettings(BaseModel):
     beam_size: int = Field(1, ge=1, le=8, description="1 = greedy (fast); beam search costs linearly more.")
     max_decode_tokens: int = Field(96, ge=8, le=440, description="Decode length cap per utterance.")
     min_window_s: float = Field(
-        10.0, ge=1, le=30, description="Shortest Whisper encoder window; shorter is faster but repeats itself."
+        10.0,
+        ge=1,
+        le=30,
+        description="Shortest Whisper encoder window; shorter is faster but repeats itself.",
     )
     batch_max_size: int = Field(8, ge=1, description="Most utterances decoded in one model call.")
-    batch_max_wait_ms: float = Field(20.0, ge=0, description="Wait after the first utterance for more to batch.")
+    batch_max_wait_ms: float = Field(
+        20.0, ge=0, description="Wait after the first utterance for more to batch."
+    )
     queue_size: int = Field(64, ge=1, description="Waiting utterances beyond this are refused (overload).")

@@ -20,8 +20,12 @@ def build_engine(settings: AsrSettings) -> AsrEngine:
     if settings.backend == "sensevoice":
         from voice_pipeline.asr.sensevoice import SenseVoiceEngine
 
-        model_dir = Path(settings.sensevoice_dir) if settings.sensevoice_dir else models_dir() / "sensevoice-small"
-        return SenseVoiceEngine(model_dir, settings.threads, settings.sensevoice_quantized, settings.batch_max_size)
+        model_dir = (
+            Path(settings.sensevoice_dir) if settings.sensevoice_dir else models_dir() / "sensevoice-small"
+        )
+        return SenseVoiceEngine(
+            model_dir, settings.threads, settings.sensevoice_quantized, settings.batch_max_size
+        )
     from voice_pipeline.asr.whisper import WhisperEngine
 
     return WhisperEngine(
@@ -48,7 +52,9 @@ class InProcessAsr:
 
         if self._engine is None:
             self._engine = await asyncio.to_thread(build_engine, self.settings)
-        config = BatchConfig(self.settings.batch_max_size, self.settings.batch_max_wait_ms / 1000, self.settings.queue_size)
+        config = BatchConfig(
+            self.settings.batch_max_size, self.settings.batch_max_wait_ms / 1000, self.settings.queue_size
+        )
         self._batcher = MicroBatcher("asr", self._process, config, self.metrics)
         return self
 

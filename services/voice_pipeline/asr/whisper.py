@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from voice_pipeline.asr.engine import AsrItem, clean_text
 from voice_pipeline.common.errors import ModelMissingError
@@ -42,7 +43,11 @@ class WhisperEngine:
         min_window_s: float = 10.0,
     ) -> None:
         if not (model_dir / "model.bin").is_file():
-            raise ModelMissingError(model_dir.name, f"{model_dir}/model.bin not found", f"voice-pipeline models install {model_dir.name}")
+            raise ModelMissingError(
+                model_dir.name,
+                f"{model_dir}/model.bin not found",
+                f"voice-pipeline models install {model_dir.name}",
+            )
         from faster_whisper import WhisperModel
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
@@ -63,7 +68,7 @@ class WhisperEngine:
         seconds = max(self.min_window_s, -(-longest // WINDOW_STEP_S) * WINDOW_STEP_S)
         return int(min(MAX_SECONDS, seconds) * FRAMES_PER_SECOND)
 
-    def _features(self, item: AsrItem, frames: int) -> np.ndarray:
+    def _features(self, item: AsrItem, frames: int) -> npt.NDArray[np.float32]:
         pcm = item.pcm[: int(MAX_SECONDS * 16000)]
         features = self._model.feature_extractor(pcm)[..., :-1]
         return np.asarray(self._pad_or_trim(features, frames), dtype=np.float32)

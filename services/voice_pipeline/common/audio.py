@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import wave
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -27,9 +27,9 @@ class AudioError(VoicePipelineError):
     """Audio that cannot be decoded, encoded or read."""
 
 
-def _opuslib():  # type: ignore[no-untyped-def]
+def _opuslib() -> Any:
     try:
-        import opuslib  # noqa: PLC0415  (libopus is loaded on first use, not at import time)
+        import opuslib
     except Exception as exc:  # opuslib raises a bare Exception when libopus is missing
         raise AudioError(
             f"libopus is not available ({exc}); install it with `apt-get install libopus0`"
@@ -53,7 +53,9 @@ class OpusEncoder:
     def encode(self, frame: Int16Array) -> bytes:
         if frame.shape != (self.frame_size,):
             raise AudioError(f"Opus frame must hold {self.frame_size} samples, got {frame.shape}")
-        return bytes(self._encoder.encode(np.ascontiguousarray(frame, dtype=np.int16).tobytes(), self.frame_size))
+        return bytes(
+            self._encoder.encode(np.ascontiguousarray(frame, dtype=np.int16).tobytes(), self.frame_size)
+        )
 
     def encode_all(self, pcm: Int16Array) -> list[bytes]:
         """Encode a whole buffer, zero-padding the last frame."""
@@ -85,7 +87,7 @@ class OpusDecoder:
 def resample(pcm: Int16Array, src_rate: int, dst_rate: int) -> Int16Array:
     if src_rate == dst_rate or len(pcm) == 0:
         return pcm.astype(np.int16, copy=False)
-    import soxr  # noqa: PLC0415
+    import soxr
 
     out = soxr.resample(pcm.astype(np.float32) / 32768.0, src_rate, dst_rate, quality="HQ")
     return float_to_int16(np.asarray(out, dtype=np.float32))

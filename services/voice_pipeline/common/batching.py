@@ -9,6 +9,7 @@ raises `OverloadedError` at once: the caller answers "overloaded" instead of wai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,10 +65,8 @@ class MicroBatcher(Generic[T, R]):
     async def stop(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            except asyncio.CancelledError:
-                pass
             self._worker = None
         while not self._queue.empty():
             pending = self._queue.get_nowait()

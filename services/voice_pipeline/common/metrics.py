@@ -31,16 +31,26 @@ class Metrics:
             c.METRIC_REQUESTS, "Stage requests by outcome", [c.LABEL_STAGE, c.LABEL_OUTCOME], registry=r
         )
         self.latency = Histogram(
-            c.METRIC_LATENCY, "Stage latency (queue wait included)", stage, buckets=LATENCY_BUCKETS, registry=r
+            c.METRIC_LATENCY,
+            "Stage latency (queue wait included)",
+            stage,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_wait = Histogram(
-            c.METRIC_QUEUE_WAIT, "Time spent queued before compute", stage, buckets=LATENCY_BUCKETS, registry=r
+            c.METRIC_QUEUE_WAIT,
+            "Time spent queued before compute",
+            stage,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.busy = Counter(
             c.METRIC_BUSY, "Compute seconds spent (utilization = rate / cores)", stage, registry=r
         )
         self.inflight = Gauge(c.METRIC_INFLIGHT, "Requests in flight", stage, registry=r)
-        self.max_concurrency = Gauge(c.METRIC_MAX_CONCURRENCY, "Configured concurrency limit", stage, registry=r)
+        self.max_concurrency = Gauge(
+            c.METRIC_MAX_CONCURRENCY, "Configured concurrency limit", stage, registry=r
+        )
         self.batch_size = Histogram(
             c.METRIC_BATCH_SIZE, "Items per model batch", stage, buckets=BATCH_BUCKETS, registry=r
         )

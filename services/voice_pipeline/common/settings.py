@@ -80,7 +80,9 @@ def load_yaml_config(path: str | Path | None) -> dict[str, Any]:
     return data
 
 
-def describe_settings(model: type[BaseModel], prefix: str = "VP_", delimiter: str = "__") -> list[tuple[str, str, str]]:
+def describe_settings(
+    model: type[BaseModel], prefix: str = "VP_", delimiter: str = "__"
+) -> list[tuple[str, str, str]]:
     """(env var, default, description) for every leaf setting: the README's reference table."""
     rows: list[tuple[str, str, str]] = []
     for name, field in model.model_fields.items():
@@ -90,5 +92,7 @@ def describe_settings(model: type[BaseModel], prefix: str = "VP_", delimiter: st
             rows.extend(describe_settings(ann, env + delimiter, delimiter))
             continue
         default = field.get_default(call_default_factory=True)
-        rows.append((env, repr(default) if not isinstance(default, str) else default or '""', field.description or ""))
+        rows.append(
+            (env, repr(default) if not isinstance(default, str) else default or '""', field.description or "")
+        )
     return rows

@@ -34,7 +34,9 @@ class GatewaySettings(BaseModel):
     )
     preroll_ms: int = Field(300, ge=0, description="Audio kept before the VAD speech start.")
     min_utterance_ms: int = Field(400, ge=0, description="Shorter utterances are ignored (noise, clicks).")
-    max_utterance_s: float = Field(20.0, gt=0, description="An utterance is cut and transcribed at this length.")
+    max_utterance_s: float = Field(
+        20.0, gt=0, description="An utterance is cut and transcribed at this length."
+    )
     exit_commands: list[str] = Field(
         default_factory=lambda: ["退出", "关闭"],
         description="A transcript exactly equal to one of these ends the session.",

@@ -9,25 +9,21 @@ from voice_pipeline.common.stages import ChatMessage
 from voice_pipeline.llm.settings import LlmSettings
 
 
-LANGUAGE_HINTS = {"zh": "The user speaks Chinese: reply in Simplified Chinese (简体中文).", "en": "The user speaks English: reply in English."}
-
-
 @dataclass
 class Conversation:
-    system_prompt: str
+    system_prompts: dict[str, str]
     max_turns: int = 6
     max_chars: int = 2000
     turns: deque[tuple[str, str]] = field(default_factory=deque)
 
     @classmethod
     def from_settings(cls, settings: LlmSettings) -> Conversation:
-        return cls(settings.system_prompt, settings.history_turns, settings.history_chars)
+        return cls(dict(settings.system_prompts), settings.history_turns, settings.history_chars)
 
     def messages(self, user_text: str, language: str = "") -> list[ChatMessage]:
         """System prompt, the most recent turns that fit the budget, then the new user turn.
 
-        `language` is what ASR heard; small models follow an explicit instruction far better than
-        "reply in the user's language"."""
+        `language` is what ASR heard; it picks the system prompt (written in that language)."""
         kept: list[tuple[str, str]] = []
         budget = self.max_chars
         for user, assistant in reversed(self.turns):
@@ -35,8 +31,8 @@ class Conversation:
             if budget < 0 or len(kept) >= self.max_turns:
                 break
             kept.append((user, assistant))
-        hint = LANGUAGE_HINTS.get(language, "")
-        messages = [ChatMessage("system", f"{self.system_prompt} {hint}".strip())]
+        prompt = self.system_prompts.get(language) or self.system_prompts.get("en") or ""
+        messages = [ChatMessage("system", prompt)]
         for user, assistant in reversed(kept):
             messages += [ChatMessage("user", user), ChatMessage("assistant", assistant)]
         messages.append(ChatMessage("user", user_text))

@@ -35,7 +35,14 @@ def free_port() -> int:
 
 
 class LlamaCppServer:
-    def __init__(self, model_path: Path, threads: int = 2, n_ctx: int = 2048, port: int = 0, ready_timeout_s: float = 120) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        threads: int = 2,
+        n_ctx: int = 2048,
+        port: int = 0,
+        ready_timeout_s: float = 120,
+    ) -> None:
         self.model_path = model_path
         self.threads = threads
         self.n_ctx = n_ctx
@@ -71,16 +78,22 @@ class LlamaCppServer:
         async with httpx.AsyncClient(timeout=2) as client:
             while time.monotonic() - started < self.ready_timeout_s:
                 if self._process.returncode is not None:
-                    raise LlamaServerError(f"llama.cpp server exited ({self._process.returncode}):\n{self.log_tail()}")
+                    raise LlamaServerError(
+                        f"llama.cpp server exited ({self._process.returncode}):\n{self.log_tail()}"
+                    )
                 try:
                     if (await client.get(f"{self.base_url}/models")).status_code == 200:
-                        log.info("llama.cpp server up in %.1f s on port %d", time.monotonic() - started, self.port)
+                        log.info(
+                            "llama.cpp server up in %.1f s on port %d", time.monotonic() - started, self.port
+                        )
                         return
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.25)
         await self.stop()
-        raise LlamaServerError(f"llama.cpp server not ready after {self.ready_timeout_s:.0f} s:\n{self.log_tail()}")
+        raise LlamaServerError(
+            f"llama.cpp server not ready after {self.ready_timeout_s:.0f} s:\n{self.log_tail()}"
+        )
 
     async def stop(self) -> None:
         process, self._process = self._process, None

@@ -95,7 +95,9 @@ class OpenAICompatibleProvider:
         self._client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:  # never show the key
-        return f"OpenAICompatibleProvider(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
+        return (
+            f"OpenAICompatibleProvider(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
+        )
 
     async def start(self) -> None:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
@@ -124,7 +126,9 @@ class OpenAICompatibleProvider:
         }
         started = False
         try:
-            async with self._client.stream("POST", f"{self.base_url}/chat/completions", json=body) as response:
+            async with self._client.stream(
+                "POST", f"{self.base_url}/chat/completions", json=body
+            ) as response:
                 if response.status_code >= 400:
                     detail = (await response.aread()).decode("utf-8", "replace")[:300]
                     raise ProviderUnavailableError(self.name, f"HTTP {response.status_code}: {detail}")

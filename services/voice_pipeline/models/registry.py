@@ -162,10 +162,14 @@ def require_model(name: str, root: Path | None = None) -> Path:
     """The directory of an installed model, or a ModelMissingError that names the fix."""
     spec = MODELS.get(name)
     if spec is None:
-        raise ModelMissingError(name, f"unknown model (known: {', '.join(MODELS)})", "voice-pipeline models list")
+        raise ModelMissingError(
+            name, f"unknown model (known: {', '.join(MODELS)})", "voice-pipeline models list"
+        )
     path = model_path(name, root)
     if not is_complete(spec, root):
         if spec.external:
             raise ModelMissingError(name, spec.external.format(path=path), "voice-pipeline models list")
-        raise ModelMissingError(name, f"{path} is missing or incomplete", f"voice-pipeline models install {name}")
+        raise ModelMissingError(
+            name, f"{path} is missing or incomplete", f"voice-pipeline models install {name}"
+        )
     return path

@@ -24,7 +24,7 @@ def decode_mp3(data: bytes) -> PcmChunk:
     import av
 
     try:
-        with av.open(io.BytesIO(data), format="mp3") as container:
+        with av.open(io.BytesIO(data), mode="r", format="mp3") as container:
             resampler = av.AudioResampler(format="s16", layout="mono", rate=EDGE_RATE)
             frames = []
             for frame in container.decode(audio=0):
@@ -40,7 +40,9 @@ class EdgeEngine:
     name = "edge"
     languages = frozenset({"zh", "en"})
 
-    def __init__(self, voices: dict[str, str], connect_timeout_s: float = 2.0, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, voices: dict[str, str], connect_timeout_s: float = 2.0, timeout_s: float = 10.0
+    ) -> None:
         self.voices = voices
         self.connect_timeout_s = connect_timeout_s
         self.timeout_s = timeout_s
@@ -55,7 +57,10 @@ class EdgeEngine:
         import edge_tts
 
         communicate = edge_tts.Communicate(
-            text, voice, connect_timeout=max(1, round(self.connect_timeout_s)), receive_timeout=round(self.timeout_s)
+            text,
+            voice,
+            connect_timeout=max(1, round(self.connect_timeout_s)),
+            receive_timeout=round(self.timeout_s),
         )
         audio = bytearray()
         async for message in communicate.stream():
@@ -73,7 +78,9 @@ class EdgeEngine:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             raise ProviderUnavailableError("edge", f"{type(exc).__name__}: {exc}") from exc
-        except Exception as exc:  # edge_tts raises its own exception types (NoAudioReceived, WebSocketError...)
+        except (
+            Exception
+        ) as exc:  # edge_tts raises its own exception types (NoAudioReceived, WebSocketError...)
             raise ProviderUnavailableError("edge", f"{type(exc).__name__}: {exc}") from exc
         if not data:
             raise ProviderUnavailableError("edge", "no audio received")

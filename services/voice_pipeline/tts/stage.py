@@ -29,7 +29,9 @@ def build_engines(settings: TtsSettings) -> dict[str, TtsEngine]:
     wanted = {name for names in settings.engines.values() for name in names}
     engines: dict[str, TtsEngine] = {}
     if "edge" in wanted and settings.edge_enabled:
-        engines["edge"] = EdgeEngine(settings.edge_voices, settings.edge_connect_timeout_s, settings.timeout_s)
+        engines["edge"] = EdgeEngine(
+            settings.edge_voices, settings.edge_connect_timeout_s, settings.timeout_s
+        )
     if "piper" in wanted:
         engines["piper"] = PiperEngine(settings.piper_model)
     if "espeak" in wanted:
@@ -40,7 +42,9 @@ def build_engines(settings: TtsSettings) -> dict[str, TtsEngine]:
 class InProcessTts:
     """Implements common.stages.TtsStage; use as an async context manager (loads the voices)."""
 
-    def __init__(self, settings: TtsSettings, metrics: Metrics, engines: dict[str, TtsEngine] | None = None) -> None:
+    def __init__(
+        self, settings: TtsSettings, metrics: Metrics, engines: dict[str, TtsEngine] | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self._engines = engines if engines is not None else build_engines(settings)
@@ -87,7 +91,10 @@ class InProcessTts:
                 started = time.perf_counter()
                 pcm = np.concatenate([carry, resample(chunk.pcm, chunk.sample_rate, request.sample_rate)])
                 whole = len(pcm) // encoder.frame_size * encoder.frame_size
-                packets = [encoder.encode(pcm[i : i + encoder.frame_size]) for i in range(0, whole, encoder.frame_size)]
+                packets = [
+                    encoder.encode(pcm[i : i + encoder.frame_size])
+                    for i in range(0, whole, encoder.frame_size)
+                ]
                 carry = pcm[whole:]
                 self.metrics.busy.labels(STAGE).inc(time.perf_counter() - started)
                 if packets:

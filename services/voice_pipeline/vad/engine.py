@@ -38,7 +38,9 @@ class VadState:
 class SileroVad:
     def __init__(self, model_path: Path, threads: int = 1) -> None:
         if not model_path.is_file():
-            raise ModelMissingError("silero-vad", f"{model_path} not found", "voice-pipeline models install silero-vad")
+            raise ModelMissingError(
+                "silero-vad", f"{model_path} not found", "voice-pipeline models install silero-vad"
+            )
         import onnxruntime as ort
 
         options = ort.SessionOptions()

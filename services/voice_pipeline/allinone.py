@@ -1,0 +1,93 @@
+"""All-in-one mode: the gateway with every stage in process, plus the local LLM server.
+
+This is the embedded default behind `make run`. Stages are the same classes the stage services
+wrap; here the gateway calls them directly (no network), and model work is still batched across
+all connected devices.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from voice_pipeline.asr.settings import AsrSettings
+from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.common.settings import reject_unknown_env
+from voice_pipeline.gateway.auth import AuthSettings
+from voice_pipeline.gateway.conversation import Stages
+from voice_pipeline.gateway.ota import OtaSettings
+from voice_pipeline.gateway.settings import GatewaySettings
+from voice_pipeline.llm.settings import LlmSettings
+from voice_pipeline.tts.settings import TtsSettings
+from voice_pipeline.vad.settings import VadSettings
+
+log = logging.getLogger(__name__)
+
+
+class AllInOneSettings(BaseSettings):
+    """Every setting of the all-in-one process: env `VP_<SECTION>__<KEY>` or a YAML file."""
+
+    model_config = SettingsConfigDict(env_prefix="VP_", env_nested_delimiter="__", extra="forbid")
+
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    ota: OtaSettings = Field(default_factory=OtaSettings)
+    vad: VadSettings = Field(default_factory=VadSettings)
+    asr: AsrSettings = Field(default_factory=AsrSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    tts: TtsSettings = Field(default_factory=TtsSettings)
+
+
+def required_models(settings: AllInOneSettings) -> list[str]:
+    """Installable models the configured engines load."""
+    names = ["silero-vad"]
+    if settings.asr.backend == "whisper":
+        names.append(settings.asr.whisper_model)
+    if not settings.llm.base_url:
+        names.append(settings.llm.local_model)
+    if any("piper" in engines for engines in settings.tts.engines.values()):
+        names.append(settings.tts.piper_model)
+    return names
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> AllInOneSettings:
+    reject_unknown_env(AllInOneSettings)
+    return AllInOneSettings(**(overrides or {}))
+
+
+@asynccontextmanager
+async def in_process_stages(settings: AllInOneSettings, metrics: Metrics) -> AsyncIterator[Stages]:
+    """Load every engine, start the local LLM server if no provider URL is set, tear down after."""
+    from voice_pipeline.asr.stage import InProcessAsr
+    from voice_pipeline.llm.stage import InProcessLlm
+    from voice_pipeline.tts.stage import InProcessTts
+    from voice_pipeline.vad.stage import InProcessVad
+
+    async with AsyncExitStack() as stack:
+        llm_settings = settings.llm
+        if not llm_settings.base_url:
+            from voice_pipeline.llm.llamacpp import LlamaCppServer
+
+            server = LlamaCppServer.from_settings(llm_settings)
+            await stack.enter_async_context(server)
+            llm_settings = llm_settings.model_copy(update={"base_url": server.base_url})
+            log.info("local LLM server ready at %s", server.base_url)
+        vad = await stack.enter_async_context(InProcessVad(settings.vad, metrics))
+        asr = await stack.enter_async_context(InProcessAsr(settings.asr, metrics))
+        tts = await stack.enter_async_context(InProcessTts(settings.tts, metrics))
+        llm = await stack.enter_async_context(InProcessLlm(llm_settings, metrics))
+        yield Stages(vad=vad, asr=asr, llm=llm, tts=tts)
+
+
+def lan_address() -> str:
+    """The address this host's name resolves to: what devices on the LAN usually reach."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"

@@ -1,0 +1,381 @@
+"""One device's conversation: audio in, turns out.
+
+`Conversation` owns a session's audio buffer, its VAD stream and its reply pipeline. A reply runs
+as three tasks joined by small bounded queues, so each stage starts as soon as it has input:
+
+    LLM deltas -> sentences -> [sentence_q] -> TTS -> Opus packets -> [audio_q] -> paced sender
+
+The first sentence reaches TTS while the LLM is still writing the second, and the next sentence is
+synthesized while the current one plays. Barge-in (`abort`) cancels all three at once and sends
+`tts stop`; no frame leaves after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from voice_pipeline.common.audio import Int16Array
+from voice_pipeline.common.errors import OverloadedError, VoicePipelineError
+from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.common.stages import (
+    VAD_SAMPLE_RATE,
+    AsrStage,
+    Language,
+    LlmStage,
+    SpeechRequest,
+    TtsStage,
+    VadStage,
+)
+from voice_pipeline.gateway import protocol as proto
+from voice_pipeline.gateway.pacing import PlaybackClock
+from voice_pipeline.gateway.settings import GatewaySettings
+from voice_pipeline.llm.emotion import emotion_for
+from voice_pipeline.llm.history import Conversation as History
+from voice_pipeline.llm.sentences import SentenceSplitter
+
+log = logging.getLogger(__name__)
+
+_END = object()  # queue sentinel: the producer is done
+
+
+class Outbound(Protocol):
+    """What a conversation may do to its device: send JSON, send one Opus packet, close."""
+
+    async def send_json(self, message: dict[str, Any]) -> None: ...
+
+    async def send_audio(self, packet: bytes) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass
+class Stages:
+    vad: VadStage
+    asr: AsrStage
+    llm: LlmStage
+    tts: TtsStage
+
+
+@dataclass
+class TurnTimes:
+    speech_end: float
+    stt: float | None = None
+    first_token: float | None = None
+    first_audio: float | None = None
+
+    def ms(self, t: float | None) -> int | None:
+        return None if t is None else round((t - self.speech_end) * 1000)
+
+
+@dataclass
+class UtteranceBuffer:
+    """Audio since listen start, trimmed to the pre-roll while nobody speaks."""
+
+    preroll: int
+    base: int = 0  # absolute sample index of chunks[0][0]
+    chunks: list[Int16Array] = field(default_factory=list)
+    size: int = 0
+    speech_start: int | None = None
+
+    def append(self, pcm: Int16Array) -> None:
+        self.chunks.append(pcm)
+        self.size += len(pcm)
+        if self.speech_start is None:
+            self._trim_to(self.base + self.size - self.preroll)
+
+    def mark_start(self, sample: int) -> None:
+        self.speech_start = max(self.base, sample - self.preroll)
+
+    def cut(self, end: int | None = None) -> Int16Array:
+        """Take the utterance [speech start, end) and keep what follows it."""
+        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
+        start = (self.speech_start if self.speech_start is not None else self.base) - self.base
+        stop = len(audio) if end is None else max(start, min(len(audio), end - self.base))
+        utterance = audio[start:stop]
+        rest = audio[stop:]
+        self.base += stop
+        self.chunks = [rest] if len(rest) else []
+        self.size = len(rest)
+        self.speech_start = None
+        return utterance
+
+    def speech_samples(self) -> int:
+        return 0 if self.speech_start is None else self.base + self.size - self.speech_start
+
+    def clear(self) -> None:
+        self.base += self.size
+        self.chunks, self.size, self.speech_start = [], 0, None
+
+    def _trim_to(self, keep_from: int) -> None:
+        while self.chunks and self.base + len(self.chunks[0]) <= keep_from:
+            self.base += len(self.chunks[0])
+            self.size -= len(self.chunks[0])
+            self.chunks.pop(0)
+
+
+class Conversation:
+    def __init__(
+        self,
+        session_id: str,
+        out: Outbound,
+        stages: Stages,
+        settings: GatewaySettings,
+        metrics: Metrics,
+        history: History,
+        on_activity: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.session_id = session_id
+        self.out = out
+        self.stages = stages
+        self.settings = settings
+        self.metrics = metrics
+        self.history = history
+        self.mode = "auto"
+        self.listening = False
+        self.speaking = False
+        self._on_activity = on_activity
+        self._buffer = UtteranceBuffer(preroll=settings.preroll_ms * VAD_SAMPLE_RATE // 1000)
+        self._fed = 0  # samples fed to the VAD since open
+        self._reply: asyncio.Task[None] | None = None
+        self._language: Language = self._parse_language(settings.language)
+        self.last_turn: TurnTimes | None = None
+
+    @staticmethod
+    def _parse_language(value: str) -> Language:
+        return value if value in ("zh", "en") else "auto"  # type: ignore[return-value]
+
+    async def open(self) -> None:
+        await self.stages.vad.open(self.session_id)
+
+    async def close(self) -> None:
+        await self.cancel_reply(send_stop=False)
+        with contextlib.suppress(Exception):
+            await self.stages.vad.close(self.session_id)
+
+    # --- device messages ----------------------------------------------------------------------
+    async def listen_start(self, mode: str) -> None:
+        self.mode = mode
+        self.listening = True
+        self._buffer.clear()
+        await self.stages.vad.reset(self.session_id)
+
+    async def listen_stop(self) -> None:
+        """Push-to-talk release: transcribe what was buffered (manual mode)."""
+        self.listening = False
+        if self.mode == "manual" and self._buffer.size:
+            self._buffer.speech_start = self._buffer.speech_start or self._buffer.base
+            await self._end_of_speech(self._buffer.cut())
+
+    async def detect(self, text: str) -> None:
+        """Wake word or typed text from the device: answer it like a transcript."""
+        if text.strip():
+            await self._start_reply(text.strip(), TurnTimes(speech_end=time.monotonic()), send_stt=True)
+
+    async def abort(self, reason: str = "") -> None:
+        log.info("session %s: abort (%s)", self.session_id, reason or "button")
+        await self.cancel_reply(send_stop=True)
+
+    async def audio(self, pcm: Int16Array) -> None:
+        """Uplink audio, already decoded to 16 kHz mono."""
+        if not self.listening and self.mode != "realtime":
+            return  # mic closed (speaking or idle): drop, as the reference server does
+        if self.speaking and self.mode != "realtime":
+            return
+        self._buffer.append(pcm)
+        self._fed += len(pcm)
+        if self.mode == "manual":
+            return
+        events = await self.stages.vad.feed(self.session_id, pcm)
+        for event in events:
+            if event.kind == "speech_start":
+                self._on_activity()
+                self._buffer.mark_start(event.sample)
+                if self.speaking and self.mode == "realtime":
+                    await self.abort("voice during playback")
+            elif event.kind == "speech_end" and self._buffer.speech_start is not None:
+                # Keep the hangover silence too: Silero often scores a soft last syllable as
+                # silence, and Whisper transcribes better with a little trailing quiet.
+                await self._end_of_speech(self._buffer.cut())
+        if self._buffer.speech_samples() > self.settings.max_utterance_s * VAD_SAMPLE_RATE:
+            await self._end_of_speech(self._buffer.cut())
+
+    # --- turns --------------------------------------------------------------------------------
+    async def _end_of_speech(self, utterance: Int16Array) -> None:
+        times = TurnTimes(speech_end=time.monotonic())
+        if len(utterance) < self.settings.min_utterance_ms * VAD_SAMPLE_RATE // 1000:
+            log.debug("session %s: %d ms utterance ignored", self.session_id, len(utterance) // 16)
+            return
+        if self._reply is not None and not self._reply.done():
+            await self.cancel_reply(send_stop=True)  # a new utterance while speaking: barge-in
+        self._reply = asyncio.create_task(self._transcribe_and_reply(utterance, times))
+
+    async def _transcribe_and_reply(self, utterance: Int16Array, times: TurnTimes) -> None:
+        try:
+            transcript = await self.stages.asr.transcribe(utterance, self._language)
+        except OverloadedError as exc:
+            await self._send_error("overloaded", str(exc))
+            return
+        except VoicePipelineError as exc:
+            log.warning("session %s: ASR failed: %s", self.session_id, exc)
+            await self._send_error("asr_failed", str(exc))
+            return
+        times.stt = time.monotonic()
+        text = transcript.text.strip()
+        if not text:
+            return
+        if text in self.settings.exit_commands:
+            await self.out.send_json(proto.stt(self.session_id, text))
+            await self.out.close(proto.CLOSE_NORMAL, "exit command")
+            return
+        await self._reply_to(text, times, language=transcript.language, send_stt=True)
+
+    async def _start_reply(self, text: str, times: TurnTimes, send_stt: bool) -> None:
+        await self.cancel_reply(send_stop=False)
+        self._reply = asyncio.create_task(self._reply_to(text, times, self._language, send_stt))
+
+    async def _reply_to(self, text: str, times: TurnTimes, language: str, send_stt: bool) -> None:
+        self.last_turn = times
+        if send_stt:
+            await self.out.send_json(proto.stt(self.session_id, text))
+        await self.out.send_json(proto.tts_start(self.session_id))
+        self.speaking = True
+        spoken: list[str] = []
+        try:
+            await asyncio.wait_for(
+                self._pipeline(text, times, language, spoken), self.settings.reply_timeout_s
+            )
+        except OverloadedError as exc:
+            await self._send_error("overloaded", str(exc))
+        except VoicePipelineError as exc:
+            log.warning("session %s: reply failed: %s", self.session_id, exc)
+            await self._send_error("reply_failed", str(exc))
+        except TimeoutError:
+            await self._send_error("reply_timeout", f"reply took over {self.settings.reply_timeout_s:.0f} s")
+        finally:
+            self.history.commit(text, "".join(spoken))
+        self.speaking = False
+        await self.out.send_json(proto.tts_stop(self.session_id))
+        self._log_turn(text, "".join(spoken), times)
+
+    async def _pipeline(self, text: str, times: TurnTimes, language: str, spoken: list[str]) -> None:
+        sentence_q: asyncio.Queue[object] = asyncio.Queue(maxsize=8)
+        audio_q: asyncio.Queue[object] = asyncio.Queue(maxsize=2)  # synthesize one sentence ahead
+        tasks = [
+            asyncio.create_task(self._write(text, language, times, sentence_q)),
+            asyncio.create_task(self._speak(sentence_q, audio_q, language)),
+            asyncio.create_task(self._send(audio_q, times, spoken)),
+        ]
+        try:
+            await _gather_or_cancel(tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _write(
+        self, text: str, language: str, times: TurnTimes, sentence_q: asyncio.Queue[object]
+    ) -> None:
+        """LLM -> sentences, each handed to TTS the moment it is complete."""
+        splitter = SentenceSplitter()
+        reply = []
+        emotion_sent = False
+        async for delta in self.stages.llm.stream_chat(self.history.messages(text, language)):
+            if times.first_token is None:
+                times.first_token = time.monotonic()
+            reply.append(delta)
+            for sentence in splitter.push(delta):
+                if not emotion_sent:
+                    await self.out.send_json(proto.llm_emotion(self.session_id, emotion_for(sentence)))
+                    emotion_sent = True
+                await sentence_q.put(sentence)
+        for sentence in splitter.flush():
+            if not emotion_sent:
+                await self.out.send_json(proto.llm_emotion(self.session_id, emotion_for(sentence)))
+                emotion_sent = True
+            await sentence_q.put(sentence)
+        await sentence_q.put(_END)
+
+    async def _speak(
+        self, sentence_q: asyncio.Queue[object], audio_q: asyncio.Queue[object], language: str
+    ) -> None:
+        while (sentence := await sentence_q.get()) is not _END:
+            assert isinstance(sentence, str)
+            request = SpeechRequest(
+                text=sentence,
+                language=language,
+                sample_rate=self.settings.output_sample_rate,
+                frame_ms=self.settings.frame_ms,
+            )
+            await audio_q.put(sentence)
+            async for chunk in self.stages.tts.synthesize(request):
+                await audio_q.put(chunk.packets)
+        await audio_q.put(_END)
+
+    async def _send(self, audio_q: asyncio.Queue[object], times: TurnTimes, spoken: list[str]) -> None:
+        clock = PlaybackClock(frame_ms=self.settings.frame_ms, lead_ms=self.settings.playback_lead_ms)
+        while (item := await audio_q.get()) is not _END:
+            if isinstance(item, str):
+                await self.out.send_json(proto.tts_sentence_start(self.session_id, item))
+                spoken.append(item)
+                continue
+            assert isinstance(item, list)
+            for packet in item:
+                delay = clock.delay_before_next(time.monotonic())
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await self.out.send_audio(packet)
+                now = time.monotonic()
+                clock.sent(now)
+                if times.first_audio is None:
+                    times.first_audio = now
+                    self.metrics.e2e_first_audio.observe(now - times.speech_end)
+                self._on_activity()
+        # `tts stop` moves the device out of `speaking`: only once it has played what it got.
+        await asyncio.sleep(clock.remaining(time.monotonic()))
+
+    async def cancel_reply(self, send_stop: bool) -> None:
+        task, self._reply = self._reply, None
+        was_speaking = self.speaking
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.speaking = False
+        if send_stop and (was_speaking or task is not None):
+            await self.out.send_json(proto.tts_stop(self.session_id))
+
+    async def _send_error(self, code: str, message: str) -> None:
+        await self.out.send_json(proto.error(code, message, self.session_id))
+
+    def _log_turn(self, text: str, reply: str, t: TurnTimes) -> None:
+        log.info(
+            "session %s turn: stt_ms=%s first_token_ms=%s first_audio_ms=%s user=%r reply=%r",
+            self.session_id,
+            t.ms(t.stt),
+            t.ms(t.first_token),
+            t.ms(t.first_audio),
+            text[:80],
+            reply[:80],
+        )
+
+
+async def _gather_or_cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for all; the first failure cancels the rest and is raised."""
+    pending: set[asyncio.Future[None]] = set(tasks)
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                for other in pending:
+                    other.cancel()
+                raise task.exception()  # type: ignore[misc]
+
+
+Sender = Callable[[bytes], Awaitable[None]]

@@ -1,0 +1,311 @@
+"""A simulated xiaozhi device: the standard workload of docs/benchmark-workload.md, one device.
+
+It speaks the protocol exactly as the firmware does: handshake headers, hello, `listen start`,
+the clip as 60 ms Opus frames paced in real time on a monotonic clock, then silence frames until
+the server answers (VAD end of speech) or 3 s pass. Reply audio is decoded and "played" in real
+time: a turn ends at max(tts stop, first audio + audio duration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from voice_pipeline.common.audio import Int16Array, OpusDecoder, OpusEncoder
+
+FRAME_MS = 60
+UPLINK_RATE = 16000
+SILENCE_AFTER_S = 3.0
+HELLO_TIMEOUT_S = 10.0
+
+
+@dataclass
+class TurnResult:
+    transcript: str = ""
+    reply: str = ""
+    audio_seconds: float = 0.0
+    stt_ms: int | None = None
+    first_token_ms: int | None = None
+    first_audio_ms: int | None = None
+    error: str = ""
+    close_code: int | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.audio_seconds > 0 and bool(self.transcript)
+
+    def as_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body.pop("errors")
+        return body
+
+
+@dataclass
+class Received:
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    audio: list[Int16Array] = field(default_factory=list)
+
+
+class SimulatedDevice:
+    def __init__(
+        self,
+        url: str,
+        device_id: str = "",
+        client_id: str = "",
+        token: str = "",
+        protocol_version: int = 1,
+        mode: str = "auto",
+    ) -> None:
+        self.url = url
+        self.device_id = device_id or "02:00:00:{:02x}:{:02x}:{:02x}".format(*tuple(uuid.uuid4().bytes[:3]))
+        self.client_id = client_id or str(uuid.uuid4())
+        self.token = token
+        self.protocol_version = protocol_version
+        self.mode = mode
+        self.session_id = ""
+        self.downlink_rate = 24000
+        self._ws: Any = None
+        self._encoder = OpusEncoder(UPLINK_RATE, FRAME_MS)
+        self._decoder: OpusDecoder | None = None
+        self._inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self.close_code: int | None = None
+        self.reply_audio: list[Int16Array] = []
+
+    async def connect(self) -> None:
+        import websockets
+
+        headers = {
+            "Device-Id": self.device_id,
+            "Client-Id": self.client_id,
+            "Protocol-Version": str(self.protocol_version),
+        }
+        if self.token:
+            headers["Authorization"] = self.token if " " in self.token else f"Bearer {self.token}"
+        self._ws = await websockets.connect(
+            self.url, additional_headers=headers, max_size=2**20, open_timeout=10
+        )
+        self._reader = asyncio.create_task(self._read())
+        await self.send_json(
+            {
+                "type": "hello",
+                "version": self.protocol_version,
+                "features": {"mcp": True},
+                "transport": "websocket",
+                "audio_params": {
+                    "format": "opus",
+                    "sample_rate": UPLINK_RATE,
+                    "channels": 1,
+                    "frame_duration": FRAME_MS,
+                },
+            }
+        )
+        deadline = time.monotonic() + HELLO_TIMEOUT_S
+        while True:
+            item = await asyncio.wait_for(self._inbox.get(), max(0.01, deadline - time.monotonic()))
+            if item is None:
+                raise ConnectionError(f"server closed before hello (code {self.close_code})")
+            if isinstance(item, str):
+                message = json.loads(item)
+                if message.get("type") == "hello":
+                    self.session_id = message.get("session_id", "")
+                    params = message.get("audio_params") or {}
+                    self.downlink_rate = int(params.get("sample_rate", 24000))
+                    self._decoder = OpusDecoder(
+                        self.downlink_rate, int(params.get("frame_duration", FRAME_MS))
+                    )
+                    return
+
+    async def _read(self) -> None:
+        import websockets
+
+        try:
+            async for data in self._ws:
+                await self._inbox.put(data)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.close_code = self._ws.close_code
+            await self._inbox.put(None)
+
+    async def send_json(self, body: dict[str, Any]) -> None:
+        if self.session_id:
+            body = {"session_id": self.session_id, **body}
+        await self._ws.send(json.dumps(body, ensure_ascii=False))
+
+    async def send_raw(self, data: str | bytes) -> None:
+        await self._ws.send(data)
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def next_message(self, timeout: float) -> dict[str, Any] | bytes | None:
+        """The next JSON message or binary frame (None when closed); TimeoutError after `timeout`."""
+        item = await asyncio.wait_for(self._inbox.get(), timeout)
+        if item is None or isinstance(item, bytes):
+            return item
+        parsed: dict[str, Any] = json.loads(item) if item.startswith("{") else {"type": "text", "text": item}
+        return parsed
+
+    async def _stream_clip(self, pcm: Int16Array, stop_when: asyncio.Event) -> float:
+        """Send the clip paced in real time, then silence until `stop_when` or 3 s. Returns the
+        monotonic time the last clip frame left (speech end, as the workload defines it)."""
+        frames = self._encoder.encode_all(pcm)
+        silence = self._encoder.encode(np.zeros(self._encoder.frame_size, np.int16))
+        start = time.monotonic()
+        speech_end = start
+        for i, packet in enumerate(frames):
+            await _sleep_until(start + i * FRAME_MS / 1000)
+            await self._send_audio(packet)
+            speech_end = time.monotonic()
+        n = len(frames)
+        while not stop_when.is_set() and time.monotonic() - speech_end < SILENCE_AFTER_S:
+            await _sleep_until(start + n * FRAME_MS / 1000)
+            await self._send_audio(silence)
+            n += 1
+        return speech_end
+
+    async def _send_audio(self, packet: bytes) -> None:
+        from voice_pipeline.gateway.protocol import encode_audio_frame
+
+        await self._ws.send(encode_audio_frame(packet, self.protocol_version))
+
+    async def turn(
+        self, pcm: Int16Array, timeout: float = 60.0, abort_after_audio_s: float | None = None
+    ) -> TurnResult:
+        """One conversation turn; with `abort_after_audio_s`, barge in after that much reply audio."""
+        result = TurnResult()
+        stt_seen = asyncio.Event()
+        await self.send_json({"type": "listen", "state": "start", "mode": self.mode})
+        sender = asyncio.create_task(self._stream_clip(pcm, stt_seen))
+        speech_end: float | None = None
+        first_audio: float | None = None
+        seen: dict[str, float] = {}  # event -> monotonic time; made relative to speech end at the end
+        audio_samples = 0
+        sentences: list[str] = []
+        deadline = time.monotonic() + timeout
+        self.reply_audio = []
+        try:
+            while True:
+                if sender.done() and speech_end is None:
+                    speech_end = sender.result()
+                    if self.mode == "manual":
+                        await self.send_json({"type": "listen", "state": "stop"})
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    result.error = f"no complete reply within {timeout:.0f} s"
+                    break
+                try:
+                    item = await self.next_message(min(remaining, 0.05))
+                except TimeoutError:
+                    silent_for = time.monotonic() - speech_end if speech_end is not None else 0.0
+                    if not stt_seen.is_set() and silent_for > SILENCE_AFTER_S + 15:
+                        result.error = "server never answered (no stt)"
+                        break
+                    continue
+                now = time.monotonic()
+                if item is None:
+                    result.close_code = self.close_code
+                    result.error = result.error or f"connection closed (code {self.close_code})"
+                    break
+                if isinstance(item, bytes):
+                    from voice_pipeline.gateway.protocol import decode_audio_frame
+
+                    assert self._decoder is not None
+                    pcm_out = self._decoder.decode(decode_audio_frame(item, self.protocol_version))
+                    self.reply_audio.append(pcm_out)
+                    audio_samples += len(pcm_out)
+                    if first_audio is None:
+                        first_audio = seen["first_audio"] = now
+                    if (
+                        abort_after_audio_s is not None
+                        and audio_samples / self.downlink_rate >= abort_after_audio_s
+                    ):
+                        break
+                    continue
+                kind = item.get("type")
+                if kind == "stt":
+                    result.transcript = str(item.get("text", ""))
+                    seen.setdefault("stt", now)
+                    stt_seen.set()
+                elif kind == "llm":
+                    seen.setdefault("first_token", now)
+                elif kind == "tts" and item.get("state") == "sentence_start":
+                    sentences.append(str(item.get("text", "")))
+                    seen.setdefault("first_token", now)
+                elif kind == "tts" and item.get("state") == "stop":
+                    break
+                elif kind == "error":
+                    result.errors.append(item)
+                    if item.get("code") in ("overloaded", "reply_failed", "asr_failed", "reply_timeout"):
+                        result.error = f"{item.get('code')}: {item.get('message')}"
+        finally:
+            stt_seen.set()
+            if not sender.done():
+                await sender
+            speech_end = sender.result() if speech_end is None and not sender.cancelled() else speech_end
+        if speech_end is not None:
+            # May be negative: a server can detect the end of speech before the clip's trailing
+            # padding has been sent.
+            result.stt_ms = _ms(seen.get("stt"), speech_end)
+            result.first_token_ms = _ms(seen.get("first_token"), speech_end)
+            result.first_audio_ms = _ms(seen.get("first_audio"), speech_end)
+        result.reply = (
+            " ".join(s for s in sentences if s)
+            if not any(_is_cjk(s) for s in sentences)
+            else "".join(sentences)
+        )
+        result.audio_seconds = audio_samples / self.downlink_rate
+        if first_audio is not None and abort_after_audio_s is None:
+            # The device plays in real time: the turn ends when playback does.
+            await _sleep_until(first_audio + result.audio_seconds)
+        return result
+
+    async def abort(self, timeout: float = 5.0) -> tuple[float, int]:
+        """Send abort; return (seconds until `tts stop`, audio frames that arrived after the abort)."""
+        sent = time.monotonic()
+        await self.send_json({"type": "abort"})
+        late_frames = 0
+        while time.monotonic() - sent < timeout:
+            item = await self.next_message(timeout)
+            if isinstance(item, bytes):
+                late_frames += 1
+            elif item is None or (item.get("type") == "tts" and item.get("state") == "stop"):
+                return time.monotonic() - sent, late_frames
+        raise TimeoutError("no tts stop after abort")
+
+    async def drain(self, quiet_s: float = 0.3) -> list[Any]:
+        """Collect whatever arrives until the line has been quiet for `quiet_s`."""
+        items: list[Any] = []
+        while True:
+            try:
+                item = await self.next_message(quiet_s)
+            except TimeoutError:
+                return items
+            items.append(item)
+            if item is None:
+                return items
+
+
+def _ms(t: float | None, since: float) -> int | None:
+    return None if t is None else round((t - since) * 1000)
+
+
+def _is_cjk(text: str) -> bool:
+    return any("\u3400" <= ch <= "\u9fff" for ch in text)
+
+
+async def _sleep_until(t: float) -> None:
+    delay = t - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
