@@ -77,9 +77,14 @@ class TurnTimes:
 
 @dataclass
 class UtteranceBuffer:
-    """Audio since listen start, trimmed to the pre-roll while nobody speaks."""
+    """Audio since listen start, trimmed to the pre-roll while nobody speaks.
+
+    The VAD reports a speech start a few windows after it happened (it votes over 5 windows), so
+    while silent the buffer keeps `preroll + slack` samples: enough to reach back past the start.
+    """
 
     preroll: int
+    slack: int = 8000  # 0.5 s at 16 kHz, well past the VAD's decision delay
     base: int = 0  # absolute sample index of chunks[0][0]
     chunks: list[Int16Array] = field(default_factory=list)
     size: int = 0
@@ -89,7 +94,7 @@ class UtteranceBuffer:
         self.chunks.append(pcm)
         self.size += len(pcm)
         if self.speech_start is None:
-            self._trim_to(self.base + self.size - self.preroll)
+            self._trim_to(self.base + self.size - self.preroll - self.slack)
 
     def mark_start(self, sample: int) -> None:
         self.speech_start = max(self.base, sample - self.preroll)
