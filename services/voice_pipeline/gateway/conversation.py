@@ -39,7 +39,7 @@ from voice_pipeline.gateway.pacing import PlaybackClock
 from voice_pipeline.gateway.settings import GatewaySettings
 from voice_pipeline.llm.emotion import emotion_for
 from voice_pipeline.llm.history import Conversation as History
-from voice_pipeline.llm.sentences import SentenceSplitter
+from voice_pipeline.llm.sentences import SentenceSplitter, join_sentences
 
 log = logging.getLogger(__name__)
 
@@ -265,10 +265,10 @@ class Conversation:
         except TimeoutError:
             await self._send_error("reply_timeout", f"reply took over {self.settings.reply_timeout_s:.0f} s")
         finally:
-            self.history.commit(text, "".join(spoken))
+            self.history.commit(text, join_sentences(spoken))
         self.speaking = False
         await self.out.send_json(proto.tts_stop(self.session_id))
-        self._log_turn(text, "".join(spoken), times)
+        self._log_turn(text, join_sentences(spoken), times)
 
     async def _pipeline(self, text: str, times: TurnTimes, language: str, spoken: list[str]) -> None:
         sentence_q: asyncio.Queue[object] = asyncio.Queue(maxsize=8)

@@ -131,7 +131,7 @@ class OpenAICompatibleProvider:
             ) as response:
                 if response.status_code >= 400:
                     detail = (await response.aread()).decode("utf-8", "replace")[:300]
-                    raise ProviderUnavailableError(self.name, f"HTTP {response.status_code}: {detail}")
+                    raise self._error(False, f"HTTP {response.status_code}: {detail}")
                 async for payload in iter_sse_data(response.aiter_lines()):
                     if payload.strip() == "[DONE]":
                         return

@@ -93,3 +93,9 @@ class SentenceSplitter:
     def _is_abbreviation(before: str) -> bool:
         word = before.split()[-1].lower() if before.split() else ""
         return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha())
+
+
+def join_sentences(sentences: list[str]) -> str:
+    """Sentences back into one text: Chinese has no spaces between sentences, English does."""
+    parts = [s for s in sentences if s]
+    return "".join(parts) if any(_is_cjk(s) for s in parts) else " ".join(parts)

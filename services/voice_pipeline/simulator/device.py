@@ -260,11 +260,7 @@ class SimulatedDevice:
             result.stt_ms = _ms(seen.get("stt"), speech_end)
             result.first_token_ms = _ms(seen.get("first_token"), speech_end)
             result.first_audio_ms = _ms(seen.get("first_audio"), speech_end)
-        result.reply = (
-            " ".join(s for s in sentences if s)
-            if not any(_is_cjk(s) for s in sentences)
-            else "".join(sentences)
-        )
+        result.reply = join_sentences(sentences)
         result.audio_seconds = audio_samples / self.downlink_rate
         if first_audio is not None and abort_after_audio_s is None:
             # The device plays in real time: the turn ends when playback does.
@@ -299,10 +295,6 @@ class SimulatedDevice:
 
 def _ms(t: float | None, since: float) -> int | None:
     return None if t is None else round((t - since) * 1000)
-
-
-def _is_cjk(text: str) -> bool:
-    return any("\u3400" <= ch <= "\u9fff" for ch in text)
 
 
 async def _sleep_until(t: float) -> None:

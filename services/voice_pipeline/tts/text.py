@@ -23,4 +23,5 @@ def clean_for_speech(text: str) -> str:
 def guess_language(text: str) -> str:
     cjk = len(_CJK.findall(text))
     letters = sum(ch.isascii() and ch.isalpha() for ch in text)
-    return "zh" if cjk and cjk * 2 >= letters else "en"
+    # Chinese with an English word or two is still Chinese: a Latin word is ~5 letters, a CJK word ~2.
+    return "zh" if cjk and cjk * 4 >= letters else "en"

@@ -1,0 +1,206 @@
+"""The reply pipeline with fake stages: order of messages, streaming, barge-in, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from voice_pipeline.common.errors import OverloadedError, ProviderUnavailableError
+from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.common.stages import (
+    ChatMessage,
+    Language,
+    SpeechAudio,
+    SpeechRequest,
+    Transcript,
+    VadEvent,
+)
+from voice_pipeline.gateway.conversation import Conversation, Stages
+from voice_pipeline.gateway.settings import GatewaySettings
+from voice_pipeline.llm.history import Conversation as History
+
+
+class Out:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.closed: tuple[int, str] | None = None
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        self.events.append(message)
+
+    async def send_audio(self, packet: bytes) -> None:
+        self.events.append(packet)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def kinds(self) -> list[str]:
+        out = []
+        for e in self.events:
+            if isinstance(e, bytes):
+                if not out or out[-1] != "audio":
+                    out.append("audio")
+            else:
+                out.append(f"{e['type']}:{e.get('state', e.get('code', ''))}".rstrip(":"))
+        return out
+
+
+class FakeVad:
+    """Speech from the first frame; speech end on a frame of all zeros."""
+
+    async def open(self, session_id: str) -> None: ...
+    async def reset(self, session_id: str) -> None: ...
+    async def close(self, session_id: str) -> None: ...
+
+    def __init__(self) -> None:
+        self.fed = 0
+        self.speaking = False
+
+    async def feed(self, session_id: str, pcm: np.ndarray) -> list[VadEvent]:
+        start = self.fed
+        self.fed += len(pcm)
+        if pcm.any() and not self.speaking:
+            self.speaking = True
+            return [VadEvent("speech_start", start)]
+        if not pcm.any() and self.speaking:
+            self.speaking = False
+            return [VadEvent("speech_end", self.fed)]
+        return []
+
+
+class FakeAsr:
+    def __init__(self, text: str = "hello there", error: Exception | None = None) -> None:
+        self.text, self.error = text, error
+
+    async def transcribe(self, pcm: np.ndarray, language: Language) -> Transcript:
+        if self.error:
+            raise self.error
+        return Transcript(self.text, "en", len(pcm) / 16000)
+
+
+class FakeLlm:
+    def __init__(self, deltas: list[str], error: Exception | None = None, delay: float = 0.0) -> None:
+        self.deltas, self.error, self.delay = deltas, error, delay
+        self.seen: list[list[ChatMessage]] = []
+
+    async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+        self.seen.append(messages)
+        if self.error:
+            raise self.error
+        for d in self.deltas:
+            await asyncio.sleep(self.delay)
+            yield d
+
+
+class FakeTts:
+    def __init__(self, packets_per_sentence: int = 3) -> None:
+        self.n = packets_per_sentence
+        self.texts: list[str] = []
+
+    async def synthesize(self, request: SpeechRequest) -> AsyncIterator[SpeechAudio]:
+        self.texts.append(request.text)
+        yield SpeechAudio([b"\x01" * 10] * self.n, request.sample_rate, request.frame_ms, "fake")
+
+
+def make(
+    llm: FakeLlm, asr: FakeAsr | None = None, tts: FakeTts | None = None
+) -> tuple[Conversation, Out, Stages]:
+    out = Out()
+    stages = Stages(vad=FakeVad(), asr=asr or FakeAsr(), llm=llm, tts=tts or FakeTts())
+    settings = GatewaySettings(min_utterance_ms=0, playback_lead_ms=2000)
+    conv = Conversation("s1", out, stages, settings, Metrics(), History({"en": "prompt"}))
+    return conv, out, stages
+
+
+async def speak(conv: Conversation, frames: int = 10) -> None:
+    await conv.listen_start("auto")
+    for _ in range(frames):
+        await conv.audio(np.ones(960, np.int16))
+    await conv.audio(np.zeros(960, np.int16))
+
+
+async def wait_reply(conv: Conversation) -> None:
+    assert conv._reply is not None
+    await asyncio.wait_for(conv._reply, 5)
+
+
+async def test_a_turn_sends_the_protocol_sequence_and_records_history() -> None:
+    llm = FakeLlm(["It is sunny today. ", "Take a hat with you!"])
+    conv, out, stages = make(llm)
+    await speak(conv)
+    await wait_reply(conv)
+    assert out.kinds() == [
+        "stt", "tts:start", "llm", "tts:sentence_start", "audio", "tts:sentence_start", "audio", "tts:stop",
+    ]  # fmt: skip
+    assert stages.tts.texts == ["It is sunny today.", "Take a hat with you!"]  # type: ignore[attr-defined]
+    assert conv.history.turns[-1] == ("hello there", "It is sunny today. Take a hat with you!")
+    assert conv.last_turn is not None and conv.last_turn.first_audio is not None
+
+
+async def test_first_sentence_reaches_tts_before_the_llm_finishes() -> None:
+    llm = FakeLlm(["First sentence here. ", "Second ", "part ", "arrives ", "slowly."], delay=0.05)
+    tts = FakeTts()
+    conv, _out, _ = make(llm, tts=tts)
+    await speak(conv)
+    await asyncio.sleep(0.12)
+    assert tts.texts == ["First sentence here."]  # spoken while the LLM is still writing
+    await wait_reply(conv)
+
+
+async def test_abort_cancels_the_reply_and_sends_tts_stop() -> None:
+    llm = FakeLlm(["One. ", "Two. ", "Three. ", "Four."], delay=0.1)
+    conv, out, _ = make(llm)
+    await speak(conv)
+    await asyncio.sleep(0.15)
+    await conv.abort("button")
+    sent = len(out.events)
+    await asyncio.sleep(0.3)
+    assert len(out.events) == sent  # nothing after the abort
+    assert out.kinds()[-1] == "tts:stop"
+    assert not conv.speaking
+
+
+async def test_llm_outage_tells_the_device_and_ends_the_turn() -> None:
+    conv, out, _ = make(FakeLlm([], error=ProviderUnavailableError("local", "connection refused")))
+    await speak(conv)
+    await wait_reply(conv)
+    assert out.kinds() == ["stt", "tts:start", "error:reply_failed", "tts:stop"]
+
+
+async def test_asr_overload_is_reported_without_a_reply() -> None:
+    conv, out, _ = make(FakeLlm(["x."]), asr=FakeAsr(error=OverloadedError("asr", 4)))
+    await speak(conv)
+    await wait_reply(conv)
+    assert out.kinds() == ["error:overloaded"]
+
+
+async def test_exit_command_closes_the_session() -> None:
+    conv, out, _ = make(FakeLlm(["bye."]), asr=FakeAsr(text="退出"))
+    await speak(conv)
+    await wait_reply(conv)
+    assert out.closed is not None and out.closed[0] == 1000
+
+
+async def test_manual_mode_transcribes_on_listen_stop() -> None:
+    conv, out, _ = make(FakeLlm(["Sure thing, friend."]))
+    await conv.listen_start("manual")
+    for _ in range(10):
+        await conv.audio(np.ones(960, np.int16))
+    assert out.events == []
+    await conv.listen_stop()
+    await wait_reply(conv)
+    assert out.kinds()[0] == "stt" and out.kinds()[-1] == "tts:stop"
+
+
+async def test_audio_while_speaking_is_ignored_in_auto_mode() -> None:
+    llm = FakeLlm(["A long reply. ", "Still going."], delay=0.1)
+    conv, _out, stages = make(llm)
+    await speak(conv)
+    await asyncio.sleep(0.05)
+    fed = stages.vad.fed  # type: ignore[attr-defined]
+    await conv.audio(np.ones(960, np.int16))
+    assert stages.vad.fed == fed  # type: ignore[attr-defined]
+    await wait_reply(conv)
