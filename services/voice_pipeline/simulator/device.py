@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from voice_pipeline.common.audio import Int16Array, OpusDecoder, OpusEncoder
+from voice_pipeline.llm.sentences import join_sentences
 
 FRAME_MS = 60
 UPLINK_RATE = 16000
