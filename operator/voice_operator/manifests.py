@@ -1,0 +1,205 @@
+"""Plan -> the Kubernetes objects a VoicePipeline owns. PURE: dicts in, dicts out.
+
+Per stage: a Deployment running `voice-pipeline serve <stage>`, a Service, a PodDisruptionBudget;
+plus one ConfigMap holding every stage's operator-chosen settings (batch size, max wait,
+concurrency, queue size, Redis, stage URLs). Pods carry a hash of their stage's settings so a
+changed setting rolls them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from voice_operator.capacity import Plan, StagePlan
+from voice_operator.quantity import format_cpu, format_memory
+from voice_pipeline import contract as c
+
+FIELD_MANAGER = "voice-pipeline-operator"
+GATEWAY_PORT = 8000
+STAGE_PORT = 9000
+DEFAULT_IMAGE = "ghcr.io/voice-pipeline/services:0.1.0"
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{c.API_GROUP}/{c.API_VERSION}",
+            "kind": c.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def object_name(owner: Owner, stage: str) -> str:
+    return f"{owner.name}-{stage}"
+
+
+def labels(owner: Owner, stage: str | None = None) -> dict[str, str]:
+    out = {c.LABEL_APP: c.APP_NAME, c.LABEL_INSTANCE: owner.name, c.LABEL_MANAGED_BY: FIELD_MANAGER}
+    if stage:
+        out[c.LABEL_COMPONENT] = stage
+    return out
+
+
+def selector(owner: Owner, stage: str) -> dict[str, str]:
+    return {c.LABEL_INSTANCE: owner.name, c.LABEL_COMPONENT: stage}
+
+
+def _meta(owner: Owner, name: str, stage: str | None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner, stage),
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def port_of(stage: str) -> int:
+    return GATEWAY_PORT if stage == "gateway" else STAGE_PORT
+
+
+def stage_settings(owner: Owner, stage: str, plan: StagePlan, redis_url: str) -> dict[str, str]:
+    settings = {
+        c.ENV_BATCH_SIZE: str(plan.batch_size),
+        c.ENV_BATCH_WAIT_MS: str(plan.max_wait_ms),
+        c.ENV_MAX_CONCURRENCY: str(plan.max_concurrency),
+        c.ENV_QUEUE_SIZE: str(max(plan.max_concurrency * 4, 16)),
+        c.ENV_REDIS_URL: redis_url,
+    }
+    if stage == "gateway":
+        for other in c.MODEL_STAGES:
+            settings[f"VP_{other.upper()}_URL"] = f"http://{object_name(owner, other)}:{STAGE_PORT}"
+    return settings
+
+
+def config_map(owner: Owner, plan: Plan, redis_url: str) -> dict[str, Any]:
+    data = {
+        f"{stage}.{key}": value
+        for stage, stage_plan in plan.stages.items()
+        for key, value in stage_settings(owner, stage, stage_plan, redis_url).items()
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(owner, f"{owner.name}-settings", None),
+        "data": data,
+    }
+
+
+def deployment(owner: Owner, stage: str, plan: StagePlan, image: str, redis_url: str) -> dict[str, Any]:
+    settings = stage_settings(owner, stage, plan, redis_url)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    env = [
+        {
+            "name": key,
+            "valueFrom": {"configMapKeyRef": {"name": f"{owner.name}-settings", "key": f"{stage}.{key}"}},
+        }
+        for key in sorted(settings)
+    ]
+    port = port_of(stage)
+    resources = {
+        "requests": {"cpu": format_cpu(plan.cpu_request), "memory": format_memory(plan.memory_mib)},
+        "limits": {"cpu": format_cpu(plan.cpu_limit), "memory": format_memory(plan.memory_mib)},
+    }
+    container = {
+        "name": stage,
+        "image": image,
+        "command": ["voice-pipeline", "serve", stage],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "env": env,
+        "resources": resources,
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": port}, "periodSeconds": 5},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": port},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(owner, object_name(owner, stage), stage),
+        "spec": {
+            "replicas": plan.replicas,
+            "selector": {"matchLabels": selector(owner, stage)},
+            "template": {
+                "metadata": {
+                    "labels": labels(owner, stage),
+                    "annotations": {
+                        "voice.pipeline.dev/settings-hash": digest,
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(port),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {"containers": [container], "terminationGracePeriodSeconds": 30},
+            },
+        },
+    }
+
+
+def service(owner: Owner, stage: str) -> dict[str, Any]:
+    port = port_of(stage)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            **_meta(owner, object_name(owner, stage), stage),
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(port)},
+        },
+        "spec": {
+            "selector": selector(owner, stage),
+            "ports": [{"name": "http", "port": port, "targetPort": port}],
+        },
+    }
+
+
+def pod_disruption_budget(owner: Owner, stage: str, plan: StagePlan, api_version: str) -> dict[str, Any]:
+    # One replica may always be drained; with a single replica that still allows a node drain.
+    return {
+        "apiVersion": api_version,
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(owner, object_name(owner, stage), stage),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(owner, stage)}},
+    }
+
+
+def desired_objects(
+    owner: Owner, plan: Plan, image: str = "", redis_url: str = "", pdb_api_version: str = "policy/v1"
+) -> list[dict[str, Any]]:
+    image = image or DEFAULT_IMAGE
+    objects: list[dict[str, Any]] = [config_map(owner, plan, redis_url)]
+    for stage in c.STAGES:
+        stage_plan = plan.stages[stage]
+        objects += [
+            deployment(owner, stage, stage_plan, image, redis_url),
+            service(owner, stage),
+            pod_disruption_budget(owner, stage, stage_plan, pdb_api_version),
+        ]
+    return objects
+
+
+def is_subset(desired: Any, actual: Any) -> bool:
+    """True when every field we set has the value we want (the server may add its defaults)."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(
+            k in actual and is_subset(v, actual[k]) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list)
+            and len(desired) == len(actual)
+            and all(is_subset(d, a) for d, a in zip(desired, actual, strict=True))
+        )
+    return bool(desired == actual)

@@ -1,0 +1,72 @@
+"""Human-readable tables of plans (the `plan` command). Pure string building."""
+
+from __future__ import annotations
+
+from voice_operator.capacity import Plan
+from voice_operator.profiles import CostProfile
+from voice_operator.quantity import format_cpu, format_memory
+from voice_pipeline.contract import STAGES
+
+
+def _provenance(profile: CostProfile) -> str:
+    m = profile.measured
+    machine = m.get("machine", {})
+    return f"cost profile measured {m.get('date', '?')} on {machine.get('cores', '?')} cores ({machine.get('cpu', '?')})"
+
+
+def plan_table(plan: Plan, profile: CostProfile) -> str:
+    rows = [
+        f"{'stage':8} {'replicas':>8} {'cpu':>6} {'cpu req':>8} {'memory':>8} {'batch':>5} {'wait':>5} {'conc':>5} {'devices':>8} {'util':>5}"
+    ]
+    for name in STAGES:
+        s = plan.stages[name]
+        rows.append(
+            f"{name:8} {s.replicas:>8} {format_cpu(s.cpu_limit):>6} {format_cpu(s.cpu_request):>8} {format_memory(s.memory_mib):>8} "
+            f"{s.batch_size:>5} {s.max_wait_ms:>5} {s.max_concurrency:>5} {s.devices:>8} {s.utilization:>5.2f}"
+        )
+    rows += [
+        "",
+        f"target {plan.target_devices} devices on {plan.node.name} x {plan.nodes}: {'fits' if plan.fits else 'DOES NOT FIT'}",
+        f"budget {format_cpu(plan.budget.cpu)} CPU / {format_memory(plan.budget.memory_mib)}, "
+        f"used {format_cpu(plan.cpu_used)} CPU / {format_memory(plan.memory_used)}",
+        f"supported devices: {plan.supported_devices} (bottleneck {plan.bottleneck}, {plan.binding}-bound)",
+        plan.recommendation,
+        *plan.problems,
+        _provenance(profile),
+    ]
+    return "\n".join(rows)
+
+
+def compare_table(plans: dict[str, Plan], profile: CostProfile) -> str:
+    sizes = list(plans)
+    rows = [f"{'':22}" + "".join(f"{s:>16}" for s in sizes)]
+    first = plans[sizes[0]]
+    rows.append(f"{'target devices':22}" + "".join(f"{p.target_devices:>16}" for p in plans.values()))
+    rows.append(f"{'supported devices':22}" + "".join(f"{p.supported_devices:>16}" for p in plans.values()))
+    rows.append(f"{'fits target':22}" + "".join(f"{'yes' if p.fits else 'no':>16}" for p in plans.values()))
+    rows.append(
+        f"{'bottleneck':22}" + "".join(f"{p.bottleneck + ' (' + p.binding + ')':>16}" for p in plans.values())
+    )
+    rows.append(
+        f"{'budget cpu / memory':22}"
+        + "".join(
+            f"{format_cpu(p.budget.cpu) + ' / ' + format_memory(p.budget.memory_mib):>16}"
+            for p in plans.values()
+        )
+    )
+    for name in STAGES:
+        rows.append(
+            f"{name + ' replicas/devices':22}"
+            + "".join(
+                f"{str(p.stages[name].replicas) + ' / ' + str(p.stages[name].devices):>16}"
+                for p in plans.values()
+            )
+        )
+    rows += [
+        "",
+        f"{first.target_devices} devices: " + plans[sizes[-1]].recommendation
+        if first.fits
+        else plans[sizes[0]].recommendation,
+        _provenance(profile),
+    ]
+    return "\n".join(rows)
