@@ -51,7 +51,12 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def _run(body: kopf.Body, patch: kopf.Patch) -> None:
-    outcome = reconcile(dict(body), _api(), _profile(), _now, os.environ.get("VP_OPERATOR_IMAGE", ""))
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        outcome = reconcile(dict(body), _api(), _profile(), _now, os.environ.get("VP_OPERATOR_IMAGE", ""))
+    except ApiException as exc:  # the API server refused or failed: retry later, not in a storm
+        raise kopf.TemporaryError(f"Kubernetes API error {exc.status}: {exc.reason}", delay=15) from exc
     changes = status_patch(dict(body.get("status") or {}), outcome.status)
     for key, value in changes.items():
         patch.status[key] = value

@@ -35,22 +35,35 @@ class RealKubeApi:
     def __init__(self, api_client: Any) -> None:
         self.client = api_client
         self._pdb_version: str | None = None
-        self.writes = 0  # applies sent: the no-op resync test reads it through logs/metrics
+        self.writes = 0
 
-    def _call(self, method: str, path: str, body: Any = None, query: list[tuple[str, str]] | None = None,
-              content_type: str = "application/json") -> dict[str, Any] | None:  # fmt: skip
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
 
-        try:
-            response = self.client.call_api(
-                path, method, query_params=query or [], header_params={"Content-Type": content_type, "Accept": "application/json"},
-                body=body, auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
-            )  # fmt: skip
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        data = response.data
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        params = self.client.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.client.call_api(*params, _request_timeout=30)
+        data = response.read()
+        if response.status == 404:
+            return None
+        if response.status >= 400:
+            raise ApiException(
+                status=response.status, reason=f"{method} {path}: {data.decode(errors='replace')[:300]}"
+            )
         return dict(json.loads(data)) if data else {}
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -60,10 +73,10 @@ class RealKubeApi:
         meta = obj["metadata"]
         path = _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
         self.writes += 1
+        query = [("fieldManager", field_manager), ("force", "true")]
         result = self._call(
-            "PATCH", path, body=json.dumps(obj), query=[("fieldManager", field_manager), ("force", "true")],
-            content_type="application/apply-patch+yaml",
-        )  # fmt: skip
+            "PATCH", path, body=json.dumps(obj), query=query, content_type="application/apply-patch+yaml"
+        )
         return result or {}
 
     def pdb_api_version(self) -> str:

@@ -160,7 +160,7 @@ def service(owner: Owner, stage: str) -> dict[str, Any]:
         },
         "spec": {
             "selector": selector(owner, stage),
-            "ports": [{"name": "http", "port": port, "targetPort": port}],
+            "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}],
         },
     }
 
