@@ -256,6 +256,12 @@ def recommendation(plan: Plan, spec: PipelineSpec, profile: CostProfile, workloa
             f"{plan.binding}-bound on {plan.bottleneck} beyond that)"
         )
     here = f"{plan.node.name} fits {plan.supported_devices}, {plan.binding}-bound on {plan.bottleneck}"
+    capped = [name for name, s in plan.stages.items() if s.capped]
+    if capped:
+        limits = ", ".join(f"stages.{n}.maxReplicas={spec.stages.get(n).max_replicas}" for n in capped)
+        return (
+            f"{spec.devices} devices need more replicas than {limits} allows; raise it (and maxNodes); {here}"
+        )
     if plan.smallest_node_size and plan.node.name != "custom":
         return f"{spec.devices} devices need {plan.smallest_node_size}; {here}"
     for nodes in range(plan.nodes + 1, 101):

@@ -1,0 +1,134 @@
+"""Manifests from a plan, conditions, and the reconcile loop against a fake API."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from voice_operator.capacity import make_plan
+from voice_operator.conditions import get_condition, set_condition
+from voice_operator.manifests import Owner, desired_objects, is_subset
+from voice_operator.profiles import load_profile
+from voice_operator.reconcile import reconcile, status_patch
+from voice_operator.spec import parse_spec
+
+OWNER = Owner("office", "voice", "uid-1")
+PROFILE = load_profile()
+
+
+def body(
+    devices: int = 60, generation: int = 1, status: dict[str, Any] | None = None, **spec: Any
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "office", "namespace": "voice", "uid": "uid-1", "generation": generation},
+        "spec": {"devices": devices, "nodeSize": "4c16g", **spec},
+        "status": status or {},
+    }
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.writes: list[str] = []
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.objects.get((kind, name))
+        return copy.deepcopy(found) if found else None
+
+    def apply(self, obj: dict[str, Any], field_manager: str) -> dict[str, Any]:
+        stored = copy.deepcopy(obj)
+        stored["metadata"]["resourceVersion"] = str(len(self.writes))  # server-added fields are fine
+        self.objects[(obj["kind"], obj["metadata"]["name"])] = stored
+        self.writes.append(f"{obj['kind']}/{obj['metadata']['name']}")
+        return stored
+
+    def pdb_api_version(self) -> str:
+        return "policy/v1"
+
+
+def now() -> str:
+    return "2026-11-24T00:00:00Z"
+
+
+def test_objects_carry_owner_labels_plan_and_settings() -> None:
+    plan = make_plan(parse_spec({"devices": 60, "nodeSize": "4c16g"}), PROFILE)
+    objects = desired_objects(OWNER, plan, image="img:1", redis_url="redis://r:6379/0")
+    kinds = [o["kind"] for o in objects]
+    assert kinds.count("Deployment") == kinds.count("Service") == kinds.count("PodDisruptionBudget") == 5
+    asr = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "office-asr")
+    assert asr["spec"]["replicas"] == plan.stages["asr"].replicas
+    assert asr["metadata"]["ownerReferences"][0] == OWNER.reference()
+    container = asr["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "img:1" and container["command"][-1] == "asr"
+    env = {e["name"]: e["valueFrom"]["configMapKeyRef"]["key"] for e in container["env"]}
+    assert env["VP_BATCH_MAX_SIZE"] == "asr.VP_BATCH_MAX_SIZE"
+    settings = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
+    assert settings["asr.VP_REDIS_URL"] == "redis://r:6379/0"
+    assert settings["gateway.VP_TTS_URL"] == "http://office-tts:9000"
+
+
+def test_is_subset_ignores_server_defaults_but_not_changes() -> None:
+    desired = {"spec": {"replicas": 2, "ports": [{"port": 1}]}}
+    assert is_subset(
+        desired, {"spec": {"replicas": 2, "ports": [{"port": 1, "protocol": "TCP"}], "extra": 1}}
+    )
+    assert not is_subset(desired, {"spec": {"replicas": 3, "ports": [{"port": 1}]}})
+    assert not is_subset(desired, {"spec": {"replicas": 2, "ports": []}})
+
+
+def test_condition_transition_time_changes_only_on_flips() -> None:
+    conditions = set_condition([], "Ready", False, "Waiting", "0/5", 1, "t1")
+    conditions = set_condition(conditions, "Ready", False, "Waiting", "1/5", 2, "t2")
+    ready = get_condition(conditions, "Ready")
+    assert ready is not None and ready["lastTransitionTime"] == "t1" and ready["message"] == "1/5"
+    conditions = set_condition(conditions, "Ready", True, "AllStagesAvailable", "5/5", 2, "t3")
+    assert get_condition(conditions, "Ready")["lastTransitionTime"] == "t3"  # type: ignore[index]
+
+
+def test_reconcile_applies_once_then_writes_nothing() -> None:
+    api = FakeApi()
+    first = reconcile(body(), api, PROFILE, now)
+    assert len(first.applied) == 16 and first.events[0][:2] == ("Normal", "Applied")
+    assert first.status["observedGeneration"] == 1 and first.status["ready"] == "0/5"
+    writes = len(api.writes)
+    second = reconcile(body(status=first.status), api, PROFILE, now)
+    assert second.applied == [] and len(api.writes) == writes
+    # Progressing moves from "Applying" to "Rollout" once; after that the status is stable too.
+    third = reconcile(body(status=second.status), api, PROFILE, now)
+    assert third.applied == [] and status_patch(second.status, third.status) == {}
+
+
+def test_drift_is_restored_with_an_event() -> None:
+    api = FakeApi()
+    first = reconcile(body(), api, PROFILE, now)
+    api.objects[("Deployment", "office-tts")]["spec"]["replicas"] = 9
+    again = reconcile(body(status=first.status), api, PROFILE, now)
+    assert again.applied == ["Deployment/office-tts"]
+    assert again.events[0][1] == "Restored"
+
+
+def test_new_generation_replans_and_reports_replica_changes() -> None:
+    api = FakeApi()
+    first = reconcile(body(devices=20), api, PROFILE, now)
+    bigger = reconcile(body(devices=300, generation=2, status=first.status, maxNodes=4), api, PROFILE, now)
+    assert bigger.status["observedGeneration"] == 2
+    assert any(reason == "Replanned" and "asr" in message for _, reason, message in bigger.events)
+
+
+def test_invalid_spec_is_a_condition_not_an_exception() -> None:
+    api = FakeApi()
+    outcome = reconcile(body(stages={"asr": {"minReplicas": 4, "maxReplicas": 1}}), api, PROFILE, now)
+    ready = get_condition(outcome.status["conditions"], "Ready")
+    assert ready is not None and ready["reason"] == "InvalidSpec" and "minReplicas" in ready["message"]
+    assert api.writes == [] and outcome.events[0][:2] == ("Warning", "InvalidSpec")
+
+
+def test_too_large_target_still_deploys_the_best_plan_and_says_so() -> None:
+    api = FakeApi()
+    outcome = reconcile(body(devices=5000), api, PROFILE, now)
+    capacity = get_condition(outcome.status["conditions"], "CapacitySufficient")
+    assert (
+        capacity is not None and capacity["status"] == "False" and "5000 devices need" in capacity["message"]
+    )
+    assert api.writes  # the best plan within maxReplicas is deployed meanwhile
+    assert any(reason == "CapacityInsufficient" for _, reason, _ in outcome.events)
