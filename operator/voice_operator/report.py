@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from voice_operator.capacity import Plan
 from voice_operator.profiles import CostProfile
 from voice_operator.quantity import format_cpu, format_memory
@@ -38,35 +40,30 @@ def plan_table(plan: Plan, profile: CostProfile) -> str:
 
 
 def compare_table(plans: dict[str, Plan], profile: CostProfile) -> str:
-    sizes = list(plans)
-    rows = [f"{'':22}" + "".join(f"{s:>16}" for s in sizes)]
-    first = plans[sizes[0]]
-    rows.append(f"{'target devices':22}" + "".join(f"{p.target_devices:>16}" for p in plans.values()))
-    rows.append(f"{'supported devices':22}" + "".join(f"{p.supported_devices:>16}" for p in plans.values()))
-    rows.append(f"{'fits target':22}" + "".join(f"{'yes' if p.fits else 'no':>16}" for p in plans.values()))
-    rows.append(
-        f"{'bottleneck':22}" + "".join(f"{p.bottleneck + ' (' + p.binding + ')':>16}" for p in plans.values())
-    )
-    rows.append(
-        f"{'budget cpu / memory':22}"
-        + "".join(
-            f"{format_cpu(p.budget.cpu) + ' / ' + format_memory(p.budget.memory_mib):>16}"
-            for p in plans.values()
-        )
-    )
+    """The capacity report's table, derived: one column per node size."""
+
+    def row(label: str, cell: Callable[[Plan], str]) -> str:
+        return f"{label:22}" + "".join(f"{cell(p):>16}" for p in plans.values())
+
+    rows = [
+        f"{'':22}" + "".join(f"{size:>16}" for size in plans),
+        row("target devices", lambda p: str(p.target_devices)),
+        row("supported devices", lambda p: str(p.supported_devices)),
+        row("fits target", lambda p: "yes" if p.fits else "no"),
+        row("bottleneck", lambda p: f"{p.bottleneck} ({p.binding})"),
+        row(
+            "budget cpu / memory",
+            lambda p: f"{format_cpu(p.budget.cpu)} / {format_memory(p.budget.memory_mib)}",
+        ),
+    ]
     for name in STAGES:
         rows.append(
-            f"{name + ' replicas/devices':22}"
-            + "".join(
-                f"{str(p.stages[name].replicas) + ' / ' + str(p.stages[name].devices):>16}"
-                for p in plans.values()
+            row(
+                f"{name} replicas/devices",
+                lambda p, n=name: f"{p.stages[n].replicas} / {p.stages[n].devices}",
             )
-        )
-    rows += [
-        "",
-        f"{first.target_devices} devices: " + plans[sizes[-1]].recommendation
-        if first.fits
-        else plans[sizes[0]].recommendation,
-        _provenance(profile),
-    ]
+        )  # type: ignore[misc]
+    rows.append("")
+    rows += [f"{size}: {p.recommendation}" for size, p in plans.items()]
+    rows.append(_provenance(profile))
     return "\n".join(rows)
