@@ -57,12 +57,11 @@ def compare_table(plans: dict[str, Plan], profile: CostProfile) -> str:
         ),
     ]
     for name in STAGES:
-        rows.append(
-            row(
-                f"{name} replicas/devices",
-                lambda p, n=name: f"{p.stages[n].replicas} / {p.stages[n].devices}",
-            )
-        )  # type: ignore[misc]
+
+        def replicas(p: Plan, n: str = name) -> str:
+            return f"{p.stages[n].replicas} / {p.stages[n].devices}"
+
+        rows.append(row(f"{name} replicas/devices", replicas))
     rows.append("")
     rows += [f"{size}: {p.recommendation}" for size, p in plans.items()]
     rows.append(_provenance(profile))
