@@ -64,24 +64,14 @@ def load_settings(overrides: dict[str, Any] | None = None) -> AllInOneSettings:
 @asynccontextmanager
 async def in_process_stages(settings: AllInOneSettings, metrics: Metrics) -> AsyncIterator[Stages]:
     """Load every engine, start the local LLM server if no provider URL is set, tear down after."""
-    from voice_pipeline.asr.stage import InProcessAsr
-    from voice_pipeline.llm.stage import InProcessLlm
-    from voice_pipeline.tts.stage import InProcessTts
-    from voice_pipeline.vad.stage import InProcessVad
+    from voice_pipeline import assembly
 
     async with AsyncExitStack() as stack:
-        llm_settings = settings.llm
-        if not llm_settings.base_url:
-            from voice_pipeline.llm.llamacpp import LlamaCppServer
-
-            server = LlamaCppServer.from_settings(llm_settings)
-            await stack.enter_async_context(server)
-            llm_settings = llm_settings.model_copy(update={"base_url": server.base_url})
-            log.info("local LLM server ready at %s", server.base_url)
-        vad = await stack.enter_async_context(InProcessVad(settings.vad, metrics))
-        asr = await stack.enter_async_context(InProcessAsr(settings.asr, metrics))
-        tts = await stack.enter_async_context(InProcessTts(settings.tts, metrics))
-        llm = await stack.enter_async_context(InProcessLlm(llm_settings, metrics))
+        # The LLM first: the local llama.cpp server loads while nothing else competes for the CPU.
+        llm = await stack.enter_async_context(assembly.build_llm(settings.llm, metrics))
+        vad = await stack.enter_async_context(assembly.build_vad(settings.vad, metrics))
+        asr = await stack.enter_async_context(assembly.build_asr(settings.asr, metrics))
+        tts = await stack.enter_async_context(assembly.build_tts(settings.tts, metrics))
         yield Stages(vad=vad, asr=asr, llm=llm, tts=tts)
 
 

@@ -1,0 +1,73 @@
+"""One place that builds each stage for a process.
+
+The all-in-one server and every stage service load their engines through these builders, so a
+stage behaves the same whether the gateway calls it directly or over the network. Each builder is
+an async context manager: it loads the model (or starts the local llama.cpp server), yields an
+object implementing the stage's Protocol of `common.stages`, and tears everything down after.
+
+Caching (the `cache` package) wraps the built stage at the single marked spot in each builder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from voice_pipeline.asr.settings import AsrSettings
+from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.common.stages import AsrStage, LlmStage, TtsStage, VadStage
+from voice_pipeline.llm.settings import LlmSettings
+from voice_pipeline.tts.settings import TtsSettings
+from voice_pipeline.vad.settings import VadSettings
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def build_vad(settings: VadSettings, metrics: Metrics) -> AsyncIterator[VadStage]:
+    """Silero VAD, sessions batched in lock-step (no cache: audio streams never repeat)."""
+    from voice_pipeline.vad.stage import InProcessVad
+
+    async with InProcessVad(settings, metrics) as vad:
+        yield vad
+
+
+@asynccontextmanager
+async def build_asr(settings: AsrSettings, metrics: Metrics) -> AsyncIterator[AsrStage]:
+    """The configured ASR back end, utterances batched across sessions."""
+    from voice_pipeline.asr.stage import InProcessAsr
+
+    async with AsyncExitStack() as stack:
+        asr: AsrStage = await stack.enter_async_context(InProcessAsr(settings, metrics))
+        # --- cache wrapping (ASR: audio hash -> transcript) goes here --------------------------
+        yield asr
+
+
+@asynccontextmanager
+async def build_llm(settings: LlmSettings, metrics: Metrics) -> AsyncIterator[LlmStage]:
+    """The LLM provider; with no `base_url`, a local llama.cpp server started for this process."""
+    from voice_pipeline.llm.stage import InProcessLlm
+
+    async with AsyncExitStack() as stack:
+        if not settings.base_url:
+            from voice_pipeline.llm.llamacpp import LlamaCppServer
+
+            server = LlamaCppServer.from_settings(settings)
+            await stack.enter_async_context(server)
+            settings = settings.model_copy(update={"base_url": server.base_url})
+            log.info("local LLM server ready at %s", server.base_url)
+        llm: LlmStage = await stack.enter_async_context(InProcessLlm(settings, metrics))
+        # --- cache wrapping (LLM semantic cache, common-questions preload) goes here -----------
+        yield llm
+
+
+@asynccontextmanager
+async def build_tts(settings: TtsSettings, metrics: Metrics) -> AsyncIterator[TtsStage]:
+    """The TTS engine router with Opus framing at the requested rate."""
+    from voice_pipeline.tts.stage import InProcessTts
+
+    async with AsyncExitStack() as stack:
+        tts: TtsStage = await stack.enter_async_context(InProcessTts(settings, metrics))
+        # --- cache wrapping (TTS: text, voice, format -> encoded audio) goes here --------------
+        yield tts
