@@ -46,6 +46,10 @@ def register(sub: Any) -> None:
     o.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="health endpoint URL to serve")
     o.set_defaults(func=_operator)
 
+    from voice_operator.cleanup import register as register_cleanup
+
+    register_cleanup(sub)  # `voice-pipeline cleanup`: the chart's pre-delete hook
+
 
 def _plan(args: argparse.Namespace) -> int:
     from voice_operator.capacity import make_plan

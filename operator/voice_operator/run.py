@@ -20,8 +20,13 @@ def run_operator(
     endpoint = (
         f"http://{url.hostname or '0.0.0.0'}:{url.port or 8080}{url.path or '/healthz'}" if liveness else None
     )
+    settings = kopf.OperatorSettings()
+    # Watching named namespaces needs no cluster-wide list/watch of namespaces and CRDs (kopf's
+    # scanning): without this, the chart's namespaced Role would log "Not enough permissions" warnings.
+    settings.scanning.disabled = bool(namespaces) and not all_namespaces
     asyncio.run(
         kopf.operator(
+            settings=settings,
             standalone=standalone,
             peering_name=None if standalone else peering,
             namespaces=namespaces or (),
