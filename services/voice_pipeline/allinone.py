@@ -49,7 +49,7 @@ def required_models(settings: AllInOneSettings) -> list[str]:
     names = ["silero-vad"]
     if settings.asr.backend == "whisper":
         names.append(settings.asr.whisper_model)
-    if not settings.llm.base_url:
+    if settings.llm.needs_local_server():
         names.append(settings.llm.local_model)
     if any("piper" in engines for engines in settings.tts.engines.values()):
         names.append(settings.tts.piper_model)

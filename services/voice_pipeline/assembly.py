@@ -46,16 +46,16 @@ async def build_asr(settings: AsrSettings, metrics: Metrics) -> AsyncIterator[As
 
 @asynccontextmanager
 async def build_llm(settings: LlmSettings, metrics: Metrics) -> AsyncIterator[LlmStage]:
-    """The LLM provider; with no `base_url`, a local llama.cpp server started for this process."""
+    """The LLM provider router; a local llama.cpp server is started for a provider without a URL."""
     from voice_pipeline.llm.stage import InProcessLlm
 
     async with AsyncExitStack() as stack:
-        if not settings.base_url:
+        if settings.needs_local_server():
             from voice_pipeline.llm.llamacpp import LlamaCppServer
 
             server = LlamaCppServer.from_settings(settings)
             await stack.enter_async_context(server)
-            settings = settings.model_copy(update={"base_url": server.base_url})
+            settings = settings.with_local_server(server.base_url)
             log.info("local LLM server ready at %s", server.base_url)
         llm: LlmStage = await stack.enter_async_context(InProcessLlm(settings, metrics))
         # --- cache wrapping (LLM semantic cache, common-questions preload) goes here -----------

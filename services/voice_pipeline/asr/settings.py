@@ -10,9 +10,18 @@ from pydantic import BaseModel, ConfigDict, Field
 class AsrSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["whisper", "sensevoice"] = Field(
-        "whisper", description="whisper (faster-whisper, offline default) or sensevoice (FunASR, production)."
+    backend: Literal["whisper", "sensevoice", "openai"] = Field(
+        "whisper",
+        description="whisper (faster-whisper, offline default), sensevoice (FunASR, production) or "
+        "openai (a remote OpenAI-compatible /audio/transcriptions).",
     )
+    openai_base_url: str = Field(
+        "https://api.openai.com/v1", description="Base of the remote /audio/transcriptions (backend openai)."
+    )
+    openai_model: str = Field("whisper-1", description="Model name sent to the remote ASR.")
+    openai_key_file: str = Field("", description="File holding the remote ASR API key. Never logged.")
+    openai_key_env: str = Field("", description="Environment variable holding that key.")
+    openai_timeout_s: float = Field(15.0, gt=0, description="Timeout of one remote transcription.")
     whisper_model: str = Field("whisper-base", description="Installed model name (see `models list`).")
     sensevoice_dir: str = Field(
         "",

@@ -17,6 +17,18 @@ from voice_pipeline.models.registry import require_model
 
 
 def build_engine(settings: AsrSettings) -> AsrEngine:
+    if settings.backend == "openai":
+        from voice_pipeline.asr.openai_remote import OpenAITranscriptionEngine
+        from voice_pipeline.common.secrets import read_api_key
+
+        return OpenAITranscriptionEngine(
+            settings.openai_base_url,
+            settings.openai_model,
+            read_api_key(settings.openai_key_file, settings.openai_key_env),
+            settings.languages,
+            settings.openai_timeout_s,
+            max_parallel=settings.batch_max_size,
+        )
     if settings.backend == "sensevoice":
         from voice_pipeline.asr.sensevoice import SenseVoiceEngine
 
@@ -63,6 +75,9 @@ class InProcessAsr:
     ) -> None:
         if self._batcher is not None:
             await self._batcher.stop()
+        close = getattr(self._engine, "close", None)  # remote back ends hold connections
+        if callable(close):
+            close()
 
     def _process(self, items: Sequence[AsrItem]) -> list[Transcript]:
         assert self._engine is not None

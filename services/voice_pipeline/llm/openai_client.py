@@ -10,35 +10,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from voice_pipeline.common.errors import ConfigError, ProviderUnavailableError, VoicePipelineError
+from voice_pipeline.common.errors import ProviderUnavailableError, VoicePipelineError
+from voice_pipeline.common.secrets import read_api_key
 from voice_pipeline.common.stages import ChatMessage
 
 log = logging.getLogger(__name__)
+__all__ = ["LlmStreamError", "OpenAICompatibleProvider", "delta_text", "iter_sse_data", "read_api_key"]
 
 
 class LlmStreamError(VoicePipelineError):
     """The provider failed after it started answering."""
-
-
-def read_api_key(key_file: str = "", key_env: str = "") -> str:
-    if key_file:
-        try:
-            return Path(key_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the API key file {key_file}: {exc.strerror}") from exc
-    if key_env:
-        value = os.environ.get(key_env, "")
-        if not value:
-            raise ConfigError(f"environment variable {key_env} (the API key) is empty or unset")
-        return value
-    return ""
 
 
 async def iter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:

@@ -1,6 +1,7 @@
-"""In-process LLM stage: one provider behind a concurrency limit, with stage metrics.
+"""In-process LLM stage: the provider router behind a concurrency limit, with stage metrics.
 
-`LlmProvider` is the seam for the router (several providers, failover before the first token).
+The router (llm/router.py) picks a provider per request and fails over before the first token;
+with the flat single-provider settings it routes to that one provider (breaker included).
 """
 
 from __future__ import annotations
@@ -9,38 +10,60 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Protocol
 
-from voice_pipeline.common.errors import OverloadedError, ProviderUnavailableError
+from voice_pipeline.common.errors import ConfigError, OverloadedError, ProviderUnavailableError
 from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.common.secrets import read_api_key
 from voice_pipeline.common.stages import ChatMessage
-from voice_pipeline.llm.openai_client import OpenAICompatibleProvider, read_api_key
-from voice_pipeline.llm.settings import LlmSettings
+from voice_pipeline.llm.anthropic_client import AnthropicProvider
+from voice_pipeline.llm.openai_client import OpenAICompatibleProvider
+from voice_pipeline.llm.router import Breaker, LlmProvider, LlmRouter, ProviderState
+from voice_pipeline.llm.settings import DEFAULT_ANTHROPIC_URL, LlmSettings, ProviderSettings
 
 STAGE = "llm"
 
-
-class LlmProvider(Protocol):
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]: ...
+__all__ = ["InProcessLlm", "LlmProvider", "provider_from_settings", "router_from_settings"]
 
 
-def provider_from_settings(settings: LlmSettings) -> OpenAICompatibleProvider:
-    return OpenAICompatibleProvider(
-        name=settings.provider_name,
-        base_url=settings.base_url,
-        model=settings.model,
-        api_key=read_api_key(settings.api_key_file, settings.api_key_env),
-        max_tokens=settings.max_tokens,
-        temperature=settings.temperature,
-        connect_timeout_s=settings.connect_timeout_s,
-        first_token_timeout_s=settings.first_token_timeout_s,
+def provider_from_settings(settings: LlmSettings, spec: ProviderSettings | None = None) -> LlmProvider:
+    """The client of one provider (`spec`, default: the single provider of the flat fields)."""
+    spec = spec or settings.effective_providers()[0]
+    if spec.is_local:
+        raise ConfigError(
+            f"llm provider '{spec.name}' has no base_url and no local llama.cpp server was started for it"
+        )
+    api_key = read_api_key(spec.api_key_file, spec.api_key_env)
+    model = spec.model or settings.model
+    limits = (
+        settings.max_tokens,
+        settings.temperature,
+        settings.connect_timeout_s,
+        settings.first_token_timeout_s,
     )
+    if spec.type == "anthropic":
+        return AnthropicProvider(spec.name, spec.base_url or DEFAULT_ANTHROPIC_URL, model, api_key, *limits)
+    return OpenAICompatibleProvider(spec.name, spec.base_url, model, api_key, *limits)
+
+
+def router_from_settings(
+    settings: LlmSettings, metrics: Metrics, providers: list[LlmProvider] | None = None
+) -> LlmRouter:
+    """The router over the configured providers (`providers` replaces the clients, for tests)."""
+    specs = settings.effective_providers()
+    clients = providers or [provider_from_settings(settings, spec) for spec in specs]
+    weights = {spec.name: spec for spec in specs}
+    states = []
+    for client in clients:
+        spec = weights.get(client.name)
+        states.append(
+            ProviderState(
+                client,
+                weight=spec.weight if spec else 1.0,
+                max_concurrency=spec.max_concurrency if spec else settings.max_concurrency,
+                breaker=Breaker(settings.breaker_failures, settings.breaker_cooldown_s),
+            )
+        )
+    return LlmRouter(states, metrics, settings.first_token_timeout_s, settings.ewma_alpha)
 
 
 class InProcessLlm:
@@ -49,7 +72,11 @@ class InProcessLlm:
     def __init__(self, settings: LlmSettings, metrics: Metrics, provider: LlmProvider | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.provider: LlmProvider = provider or provider_from_settings(settings)
+        if isinstance(provider, LlmRouter):
+            self.router = provider
+        else:
+            self.router = router_from_settings(settings, metrics, [provider] if provider else None)
+        self.provider: LlmProvider = self.router
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._waiting = 0
         metrics.max_concurrency.labels(STAGE).set(settings.max_concurrency)
@@ -83,6 +110,9 @@ class InProcessLlm:
                     first = False
                 yield delta
             outcome = "ok"
+        except OverloadedError:
+            outcome = "overload"
+            raise
         except ProviderUnavailableError:
             outcome = "error"
             raise
@@ -93,4 +123,3 @@ class InProcessLlm:
             self._slots.release()
             self.metrics.inflight.labels(STAGE).dec()
             self.metrics.requests.labels(STAGE, outcome).inc()
-            self.metrics.provider.labels(STAGE, self.provider.name, outcome).inc()

@@ -10,7 +10,8 @@ class TtsSettings(BaseModel):
 
     engines: dict[str, list[str]] = Field(
         default_factory=lambda: {"zh": ["edge", "espeak"], "en": ["edge", "piper", "espeak"]},
-        description="Engines tried in order per language (first that answers wins).",
+        description="Engines tried in order per language (first that answers wins): "
+        "edge, azure, iflytek, openai, piper, espeak.",
     )
     edge_voices: dict[str, str] = Field(
         default_factory=lambda: {"zh": "zh-CN-XiaoxiaoNeural", "en": "en-US-AriaNeural"},
@@ -24,6 +25,37 @@ class TtsSettings(BaseModel):
     )
     espeak_rate: int = Field(165, ge=80, le=450, description="espeak-ng words per minute.")
     piper_model: str = Field("piper-en-us-joe", description="Installed Piper voice (see `models list`).")
+    azure_region: str = Field("", description="Azure Speech region (e.g. eastasia) of engine `azure`.")
+    azure_endpoint: str = Field("", description="Full Azure TTS URL; overrides the region's endpoint.")
+    azure_key_file: str = Field("", description="File holding the Azure Speech key. Never logged.")
+    azure_key_env: str = Field("", description="Environment variable holding the Azure Speech key.")
+    azure_voices: dict[str, str] = Field(
+        default_factory=lambda: {"zh": "zh-CN-XiaoxiaoNeural", "en": "en-US-AriaNeural"},
+        description="Azure neural voice per language.",
+    )
+    iflytek_url: str = Field("wss://tts-api.xfyun.cn/v2/tts", description="iFlytek TTS WebSocket URL.")
+    iflytek_app_id: str = Field("", description="iFlytek APPID of engine `iflytek`.")
+    iflytek_api_key_file: str = Field("", description="File holding the iFlytek APIKey. Never logged.")
+    iflytek_api_key_env: str = Field("", description="Environment variable holding the iFlytek APIKey.")
+    iflytek_api_secret_file: str = Field("", description="File holding the iFlytek APISecret.")
+    iflytek_api_secret_env: str = Field("", description="Environment variable holding the APISecret.")
+    iflytek_voices: dict[str, str] = Field(
+        default_factory=lambda: {"zh": "xiaoyan"}, description="iFlytek voice (vcn) per language."
+    )
+    openai_base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="Base of an OpenAI-compatible /audio/speech (engine `openai`).",
+    )
+    openai_model: str = Field("tts-1", description="Model of engine `openai`.")
+    openai_voices: dict[str, str] = Field(
+        default_factory=lambda: {"zh": "alloy", "en": "alloy"},
+        description="Voice per language of engine `openai`.",
+    )
+    openai_key_file: str = Field("", description="File holding the OpenAI-compatible TTS key. Never logged.")
+    openai_key_env: str = Field("", description="Environment variable holding that key.")
+    cloud_connect_timeout_s: float = Field(
+        2.0, gt=0, description="Connect timeout of the azure, iflytek and openai engines."
+    )
     max_concurrency: int = Field(8, ge=1, description="Sentences synthesized at once.")
     queue_size: int = Field(64, ge=0, description="Sentences waiting beyond this are refused (overload).")
     breaker_failures: int = Field(2, ge=1, description="Consecutive failures that open an engine's breaker.")

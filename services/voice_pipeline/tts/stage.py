@@ -12,6 +12,7 @@ import numpy as np
 from voice_pipeline.common.audio import OpusEncoder, resample
 from voice_pipeline.common.errors import OverloadedError
 from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.common.secrets import read_api_key
 from voice_pipeline.common.stages import SpeechAudio, SpeechRequest
 from voice_pipeline.tts.engine import TtsEngine
 from voice_pipeline.tts.router import TtsRouter
@@ -31,6 +32,39 @@ def build_engines(settings: TtsSettings) -> dict[str, TtsEngine]:
     if "edge" in wanted and settings.edge_enabled:
         engines["edge"] = EdgeEngine(
             settings.edge_voices, settings.edge_connect_timeout_s, settings.timeout_s
+        )
+    if "azure" in wanted:
+        from voice_pipeline.tts.azure import AzureEngine, azure_endpoint
+
+        engines["azure"] = AzureEngine(
+            azure_endpoint(settings.azure_region, settings.azure_endpoint),
+            settings.azure_voices,
+            read_api_key(settings.azure_key_file, settings.azure_key_env),
+            settings.cloud_connect_timeout_s,
+            settings.timeout_s,
+        )
+    if "iflytek" in wanted:
+        from voice_pipeline.tts.iflytek import IflytekEngine
+
+        engines["iflytek"] = IflytekEngine(
+            settings.iflytek_app_id,
+            read_api_key(settings.iflytek_api_key_file, settings.iflytek_api_key_env),
+            read_api_key(settings.iflytek_api_secret_file, settings.iflytek_api_secret_env),
+            settings.iflytek_voices,
+            settings.iflytek_url,
+            settings.cloud_connect_timeout_s,
+            settings.timeout_s,
+        )
+    if "openai" in wanted:
+        from voice_pipeline.tts.openai_speech import OpenAISpeechEngine
+
+        engines["openai"] = OpenAISpeechEngine(
+            settings.openai_base_url,
+            settings.openai_model,
+            settings.openai_voices,
+            read_api_key(settings.openai_key_file, settings.openai_key_env),
+            settings.cloud_connect_timeout_s,
+            settings.timeout_s,
         )
     if "piper" in wanted:
         engines["piper"] = PiperEngine(settings.piper_model)

@@ -1,0 +1,251 @@
+"""The LLM router: several providers, the quickest-to-answer chosen per request, failover before
+the first token.
+
+Choice. Each provider keeps an EWMA of its time to first token (TTFT), the number of requests it
+has in flight and a configured weight. Its score is `ewma * (1 + inflight) / weight`: the expected
+wait for a first token grows with the load already sent to it, and a weight of 2 means "worth
+twice the latency". The lowest score wins; a provider never measured borrows the best measured
+EWMA, so a new or recovered provider gets traffic (and a measurement) instead of starving.
+
+Limits. A provider with `max_concurrency` requests in flight is not chosen; when every usable
+provider is full the caller gets OverloadedError at once (never an unbounded wait).
+
+Circuit breaker (per provider). Closed: requests flow. `failures_to_open` consecutive failures open
+it: the provider is skipped for `cooldown_s`. Then half-open: exactly one request probes it;
+success closes the breaker, failure opens it for another cooldown.
+
+Failover. A provider that fails before its first token (connection refused, HTTP error, no token
+within `first_token_timeout_s`) costs nothing but time: the next provider by score is tried with
+the same messages. After the first token the reply is already being spoken, so an error ends the
+reply (LlmStreamError) instead of splicing in another model's words.
+
+`rank` and `Breaker` are pure (the clock is passed in); the unit tests drive them with fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from voice_pipeline.common.errors import OverloadedError, ProviderUnavailableError
+from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.common.stages import ChatMessage
+from voice_pipeline.llm.openai_client import LlmStreamError
+
+log = logging.getLogger(__name__)
+STAGE = "llm"
+# Score of unmeasured providers when no provider has a measurement yet.
+DEFAULT_LATENCY_S = 1.0
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+class LlmProvider(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+        """Raise ProviderUnavailableError before the first delta when the provider cannot serve."""
+        ...
+
+
+@dataclass
+class Breaker:
+    failures_to_open: int = 3
+    cooldown_s: float = 15.0
+    failures: int = 0
+    opened_at: float | None = None
+    probing: bool = False  # the half-open probe is in flight
+
+    def state(self, now: float) -> BreakerState:
+        if self.opened_at is None:
+            return "closed"
+        return "open" if now - self.opened_at < self.cooldown_s else "half_open"
+
+    def allows(self, now: float) -> bool:
+        state = self.state(now)
+        return state == "closed" or (state == "half_open" and not self.probing)
+
+    def attempt(self, now: float) -> None:
+        if self.state(now) == "half_open":
+            self.probing = True
+
+    def success(self) -> None:
+        self.failures, self.opened_at, self.probing = 0, None, False
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        # A failed probe reopens at once; a closed breaker opens after enough failures in a row.
+        if self.opened_at is not None or self.failures >= self.failures_to_open:
+            self.opened_at = now
+        self.probing = False
+
+    def abandon(self) -> None:
+        """The probe ended without a verdict (the caller went away): let another request probe."""
+        self.probing = False
+
+
+@dataclass
+class ProviderState:
+    provider: LlmProvider
+    weight: float = 1.0
+    max_concurrency: int = 16
+    breaker: Breaker = field(default_factory=Breaker)
+    ewma_s: float | None = None  # time to first token
+    inflight: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    def observe_ttft(self, seconds: float, alpha: float) -> None:
+        self.ewma_s = seconds if self.ewma_s is None else alpha * seconds + (1 - alpha) * self.ewma_s
+
+
+def score(state: ProviderState, prior_s: float) -> float:
+    latency = state.ewma_s if state.ewma_s is not None else prior_s
+    return latency * (1 + state.inflight) / state.weight
+
+
+def rank(states: Sequence[ProviderState], now: float) -> list[ProviderState]:
+    """Usable providers (breaker allows, below their limit), best score first; ties keep config order."""
+    measured = [s.ewma_s for s in states if s.ewma_s is not None]
+    prior = min(measured) if measured else DEFAULT_LATENCY_S
+    usable = [s for s in states if s.inflight < s.max_concurrency and s.breaker.allows(now)]
+    return sorted(usable, key=lambda s: score(s, prior))  # sorted() is stable
+
+
+class LlmRouter:
+    """Implements the LlmProvider protocol itself, so the stage sees one provider."""
+
+    name = "router"
+
+    def __init__(
+        self,
+        states: Sequence[ProviderState],
+        metrics: Metrics,
+        first_token_timeout_s: float = 15.0,
+        ewma_alpha: float = 0.3,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not states:
+            raise ValueError("the LLM router needs at least one provider")
+        self.states = list(states)
+        self.metrics = metrics
+        self.first_token_timeout_s = first_token_timeout_s
+        self.ewma_alpha = ewma_alpha
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"LlmRouter({[s.name for s in self.states]})"
+
+    async def start(self) -> None:
+        for state in self.states:
+            await state.provider.start()
+
+    async def close(self) -> None:
+        for state in self.states:
+            await state.provider.close()
+
+    def _count(self, state: ProviderState, outcome: str) -> None:
+        self.metrics.provider.labels(STAGE, state.name, outcome).inc()
+
+    def _next(self, tried: set[str], errors: list[str]) -> ProviderState:
+        now = self.clock()
+        ranked = [s for s in rank(self.states, now) if s.name not in tried]
+        if ranked:
+            return ranked[0]
+        if errors:
+            raise ProviderUnavailableError(STAGE, "every provider failed: " + "; ".join(errors))
+        untried = [s for s in self.states if s.name not in tried]
+        full = [s for s in untried if s.breaker.allows(now) and s.inflight >= s.max_concurrency]
+        if full:
+            raise OverloadedError(STAGE, sum(s.max_concurrency for s in full))
+        waits = [
+            max(0.0, s.breaker.cooldown_s - (now - s.breaker.opened_at))
+            for s in untried
+            if s.breaker.opened_at is not None
+        ]
+        raise ProviderUnavailableError(
+            STAGE,
+            "every provider's circuit breaker is open"
+            + (f"; next probe in {min(waits):.1f} s" if waits else ""),
+        )
+
+    async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+        tried: set[str] = set()
+        errors: list[str] = []
+        while True:
+            state = self._next(tried, errors)
+            tried.add(state.name)
+            started = self.clock()
+            state.breaker.attempt(started)
+            state.inflight += 1
+            stream = state.provider.stream_chat(messages)
+            outcome, verdict = "cancelled", False
+            try:
+                try:
+                    async with asyncio.timeout(self.first_token_timeout_s):
+                        first = await anext(stream)
+                except StopAsyncIteration:
+                    first = ""  # an empty reply is still an answer
+                except TimeoutError:
+                    raise ProviderUnavailableError(
+                        state.name, f"no first token within {self.first_token_timeout_s:g} s"
+                    ) from None
+            except ProviderUnavailableError as exc:
+                state.breaker.failure(self.clock())
+                outcome, verdict = "error", True
+                errors.append(str(exc))
+                log.warning(
+                    "llm provider %s failed before its first token, failing over: %s", state.name, exc
+                )
+                await self._finish(state, stream, outcome, verdict)
+                continue
+            except BaseException as exc:
+                if not isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+                    outcome = "error"
+                await self._finish(state, stream, outcome, verdict)
+                raise
+            state.observe_ttft(self.clock() - started, self.ewma_alpha)
+            state.breaker.success()
+            verdict = True
+            try:
+                if first:
+                    yield first
+                async for delta in stream:
+                    yield delta
+                outcome = "ok"
+            except (ProviderUnavailableError, LlmStreamError) as exc:
+                state.breaker.failure(self.clock())
+                outcome = "error"
+                if isinstance(exc, LlmStreamError):
+                    raise
+                raise LlmStreamError(f"provider '{state.name}' failed mid-reply: {exc}") from exc
+            except Exception:
+                outcome = "error"
+                raise
+            finally:
+                await self._finish(state, stream, outcome, verdict)
+            return
+
+    async def _finish(
+        self, state: ProviderState, stream: AsyncIterator[str], outcome: str, verdict: bool
+    ) -> None:
+        state.inflight -= 1
+        if not verdict:
+            state.breaker.abandon()
+        self._count(state, outcome)
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:  # closing a broken stream must not mask the real outcome
+                log.debug("closing the stream of %s failed", state.name, exc_info=True)
