@@ -5,7 +5,7 @@ Choice. Each provider keeps an EWMA of its time to first token (TTFT), the numbe
 has in flight and a configured weight. Its score is `ewma * (1 + inflight) / weight`: the expected
 wait for a first token grows with the load already sent to it, and a weight of 2 means "worth
 twice the latency". The lowest score wins; a provider never measured borrows the best measured
-EWMA, so a new or recovered provider gets traffic (and a measurement) instead of starving.
+EWMA and wins the tie, so a new provider gets traffic (and a measurement) instead of starving.
 
 Limits. A provider with `max_concurrency` requests in flight is not chosen; when every usable
 provider is full the caller gets OverloadedError at once (never an unbounded wait).
@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -115,11 +115,12 @@ def score(state: ProviderState, prior_s: float) -> float:
 
 
 def rank(states: Sequence[ProviderState], now: float) -> list[ProviderState]:
-    """Usable providers (breaker allows, below their limit), best score first; ties keep config order."""
+    """Usable providers (breaker allows, below their limit), best score first."""
     measured = [s.ewma_s for s in states if s.ewma_s is not None]
     prior = min(measured) if measured else DEFAULT_LATENCY_S
     usable = [s for s in states if s.inflight < s.max_concurrency and s.breaker.allows(now)]
-    return sorted(usable, key=lambda s: score(s, prior))  # sorted() is stable
+    # On equal scores an unmeasured provider goes first (so it gets measured), then config order.
+    return sorted(usable, key=lambda s: (score(s, prior), s.ewma_s is not None))  # sorted() is stable
 
 
 class LlmRouter:
@@ -179,7 +180,7 @@ class LlmRouter:
             + (f"; next probe in {min(waits):.1f} s" if waits else ""),
         )
 
-    async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+    async def stream_chat(self, messages: list[ChatMessage]) -> AsyncGenerator[str, None]:
         tried: set[str] = set()
         errors: list[str] = []
         while True:
