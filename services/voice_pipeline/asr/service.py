@@ -1,0 +1,44 @@
+"""`voice-pipeline serve asr`: speech recognition: one utterance in, its transcript out, utterances batched across sessions.
+
+The stage is built by `voice_pipeline.assembly` exactly as in all-in-one mode and served over the
+multiplexed transport (`transport.server`) by the common stage app (`common.app`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from voice_pipeline import assembly
+from voice_pipeline.asr.settings import AsrSettings
+from voice_pipeline.common.app import ServiceSettings, create_stage_app
+from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.transport.server import ServedStages
+
+STAGE = "asr"
+
+
+class AsrServiceSettings(BaseSettings):
+    """Every setting of the asr service process: env `VP_<SECTION>__<KEY>` or a YAML file."""
+
+    model_config = SettingsConfigDict(env_prefix="VP_", env_nested_delimiter="__", extra="forbid")
+
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    asr: AsrSettings = Field(default_factory=AsrSettings)
+
+
+def required_models(settings: AsrServiceSettings) -> list[str]:
+    return assembly.asr_models(settings.asr)
+
+
+def create_app(settings: AsrServiceSettings, metrics: Metrics | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def build(metrics: Metrics) -> AsyncIterator[ServedStages]:
+        async with assembly.build_asr(settings.asr, metrics) as stage:
+            yield ServedStages(asr=stage)
+
+    return create_stage_app(STAGE, settings.service, build, metrics)

@@ -1,0 +1,167 @@
+"""The FastAPI app and server of one stage service (`voice-pipeline serve vad|asr|llm|tts`).
+
+`create_stage_app` builds the app from a stage builder (an async context manager from
+`voice_pipeline.assembly`): the lifespan loads the model, nothing happens at import time. Routes:
+`/healthz` (alive), `/readyz` (model loaded and not draining), `/metrics` (the contract metrics)
+and `/v1/stream` (the multiplexed transport the gateway uses).
+
+`run_service` runs it under uvicorn with a drain phase: on SIGTERM the replica answers 503 on
+/readyz, tells every connected gateway it is draining (they place new sessions elsewhere and move
+VAD streams at their next listen turn), and exits once idle or after `drain_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import FrameType
+from typing import Any
+
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.transport.server import Drain, ServedStages, StreamConnection
+
+log = logging.getLogger(__name__)
+
+StageBuilder = Callable[[Metrics], AbstractAsyncContextManager[ServedStages]]
+
+
+class ServiceSettings(BaseModel):
+    """How a stage service listens and shuts down (section `service`: `VP_SERVICE__PORT`, ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("0.0.0.0", description="Address the stage service binds to.")
+    port: int = Field(9000, ge=0, le=65535, description="Port of /v1/stream, /healthz, /readyz and /metrics.")
+    drain_timeout_s: float = Field(
+        20.0, ge=0, description="After SIGTERM: longest wait for gateways to move their sessions away."
+    )
+    max_message_bytes: int = Field(
+        4 << 20, ge=65536, description="Largest transport frame (an utterance of 20 s is 640 kB)."
+    )
+    max_inflight_per_connection: int = Field(
+        4096, ge=1, description="Requests one gateway connection may have in flight (beyond: overload)."
+    )
+
+
+def create_stage_app(
+    stage: str, settings: ServiceSettings, build: StageBuilder, metrics: Metrics | None = None
+) -> FastAPI:
+    metrics = metrics or Metrics()
+    drain = Drain()
+    state: dict[str, Any] = {"served": None}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        async with build(metrics) as served:
+            state["served"] = served
+            log.info(
+                "%s service ready on %s:%d (%.1f s)",
+                stage,
+                settings.host,
+                settings.port,
+                time.perf_counter() - started,
+            )
+            yield
+            state["served"] = None
+
+    app = FastAPI(title=f"voice-pipeline {stage}", lifespan=lifespan)
+    app.state.metrics = metrics
+    app.state.drain = drain
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "stage": stage}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        loaded = state["served"] is not None
+        ready = loaded and not drain.draining
+        body = {"ready": ready, "stage": stage, "loaded": loaded, "draining": drain.draining}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    @app.websocket("/v1/stream")
+    async def stream(ws: WebSocket) -> None:
+        served = state["served"]
+        await ws.accept()
+        if served is None:
+            await ws.close(1013, "stage is not loaded yet")
+            return
+        connection = StreamConnection(ws, stage, served, settings.max_inflight_per_connection)
+        drain.connections.add(connection)
+        try:
+            await connection.run(drain.draining)
+        finally:
+            drain.connections.discard(connection)
+
+    return app
+
+
+class DrainingServer:
+    """uvicorn with a drain phase before its usual graceful shutdown (second signal: at once)."""
+
+    def __init__(self, app: FastAPI, host: str, port: int, drain_timeout_s: float, ws_max_size: int) -> None:
+        import uvicorn
+
+        drain: Drain = app.state.drain
+        config = uvicorn.Config(
+            app, host=host, port=port, ws_max_size=ws_max_size, log_level="warning", lifespan="on"
+        )
+
+        class _Server(uvicorn.Server):
+            draining_task: asyncio.Future[None] | None = None
+
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                if sig != signal.SIGTERM or self.draining_task is not None or self.should_exit:
+                    super().handle_exit(sig, frame)
+                    return
+                self._captured_signals.append(sig)
+                loop = asyncio.get_event_loop()  # the running loop: signals arrive on its thread
+                self.draining_task = loop.create_future()  # marks the drain as started
+                loop.call_soon_threadsafe(self._start_drain)
+
+            def _start_drain(self) -> None:
+                self.draining_task = asyncio.get_running_loop().create_task(self._drain())
+
+            async def _drain(self) -> None:
+                log.info("SIGTERM: draining (up to %.0f s)", drain_timeout_s)
+                await drain.begin()
+                deadline = time.monotonic() + drain_timeout_s
+                # Idleness spans every connection's tasks and sessions: poll it, 5 times a second.
+                while not drain.idle() and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+                log.info("drained (%s); shutting down", "idle" if drain.idle() else "timeout")
+                self.should_exit = True
+
+        self.server = _Server(config)
+
+    def run(self) -> None:
+        self.server.run()
+
+
+def run_service(app: FastAPI, settings: ServiceSettings) -> int:
+    DrainingServer(
+        app, settings.host, settings.port, settings.drain_timeout_s, settings.max_message_bytes
+    ).run()
+    return 0
+
+
+def load_service_settings(cls: type[Any], overrides: dict[str, Any] | None = None) -> Any:
+    """One settings class per process: env `VP_<SECTION>__<KEY>` (unknown keys refused) + YAML."""
+    from voice_pipeline.common.settings import reject_unknown_env
+
+    reject_unknown_env(cls)
+    return cls(**(overrides or {}))
