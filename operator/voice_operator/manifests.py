@@ -69,16 +69,19 @@ def port_of(stage: str) -> int:
 
 
 def stage_settings(owner: Owner, stage: str, plan: StagePlan, redis_url: str) -> dict[str, str]:
-    settings = {
-        c.ENV_BATCH_SIZE: str(plan.batch_size),
-        c.ENV_BATCH_WAIT_MS: str(plan.max_wait_ms),
-        c.ENV_MAX_CONCURRENCY: str(plan.max_concurrency),
-        c.ENV_QUEUE_SIZE: str(max(plan.max_concurrency * 4, 16)),
-        c.ENV_REDIS_URL: redis_url,
+    """The env each stage's Deployment gets: only keys its settings class has (it refuses others)."""
+    sizing = {
+        c.KEY_BATCH_SIZE: str(plan.batch_size),
+        c.KEY_BATCH_WAIT_MS: str(plan.max_wait_ms),
+        c.KEY_MAX_CONCURRENCY: str(plan.max_concurrency),
+        c.KEY_QUEUE_SIZE: str(max(plan.max_concurrency * 4, 16)),
     }
+    settings = {c.env_name(stage, key): sizing[key] for key in c.SIZING_KEYS[stage]}
+    if stage in c.CACHED_STAGES and redis_url:
+        settings[c.ENV_REDIS_URL] = redis_url
     if stage == "gateway":
         for other in c.MODEL_STAGES:
-            settings[f"VP_{other.upper()}_URL"] = f"http://{object_name(owner, other)}:{STAGE_PORT}"
+            settings[c.env_stage_url(other)] = f"http://{object_name(owner, other)}:{STAGE_PORT}"
     return settings
 
 
@@ -159,6 +162,9 @@ def service(owner: Owner, stage: str) -> dict[str, Any]:
             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(port)},
         },
         "spec": {
+            # Stage Services are headless: their name resolves to every ready pod, so the gateway
+            # keeps a connection per replica and spreads sessions (a virtual IP would pin them).
+            **({} if stage == "gateway" else {"clusterIP": "None"}),
             "selector": selector(owner, stage),
             "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}],
         },

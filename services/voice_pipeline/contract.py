@@ -46,10 +46,33 @@ LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 APP_NAME: Final = "voice-pipeline"
 
-# Environment variables each stage reads its operator-chosen sizing from (see common/settings.py).
+# Settings each stage service reads its operator-chosen sizing from. One naming scheme everywhere:
+# env `VP_<SECTION>__<KEY>`, the same keys as in all-in-one mode (a stage service's settings class
+# has the section of its stage, e.g. `VP_ASR__BATCH_MAX_SIZE`). A unit test checks that every name
+# the operator sets is accepted by that stage's settings class.
 ENV_PREFIX: Final = "VP_"
-ENV_BATCH_SIZE: Final = "VP_BATCH_MAX_SIZE"
-ENV_BATCH_WAIT_MS: Final = "VP_BATCH_MAX_WAIT_MS"
-ENV_MAX_CONCURRENCY: Final = "VP_MAX_CONCURRENCY"
-ENV_QUEUE_SIZE: Final = "VP_QUEUE_SIZE"
-ENV_REDIS_URL: Final = "VP_REDIS_URL"
+KEY_BATCH_SIZE: Final = "batch_max_size"
+KEY_BATCH_WAIT_MS: Final = "batch_max_wait_ms"
+KEY_MAX_CONCURRENCY: Final = "max_concurrency"
+KEY_QUEUE_SIZE: Final = "queue_size"
+# The sizing keys each stage has (VAD/ASR batch, LLM/TTS bound concurrency; the gateway is sized
+# by replicas alone).
+SIZING_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "gateway": (),
+    "vad": (KEY_BATCH_SIZE, KEY_BATCH_WAIT_MS, KEY_QUEUE_SIZE),
+    "asr": (KEY_BATCH_SIZE, KEY_BATCH_WAIT_MS, KEY_QUEUE_SIZE),
+    "llm": (KEY_MAX_CONCURRENCY, KEY_QUEUE_SIZE),
+    "tts": (KEY_MAX_CONCURRENCY, KEY_QUEUE_SIZE),
+}
+CACHED_STAGES: Final[tuple[Stage, ...]] = ("asr", "llm", "tts")
+ENV_REDIS_URL: Final = "VP_CACHE__REDIS_URL"
+
+
+def env_name(section: str, key: str) -> str:
+    """`("asr", "batch_max_size")` -> `VP_ASR__BATCH_MAX_SIZE`."""
+    return f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+
+
+def env_stage_url(stage: str) -> str:
+    """The gateway's setting naming a stage service: `VP_STAGES__ASR_URL`."""
+    return env_name("stages", f"{stage}_url")

@@ -87,8 +87,8 @@ def test_example_becomes_planned_objects_and_status(kube: Cluster, namespace: st
         assert container["resources"]["limits"]["cpu"] == plan.stages[stage].as_status()["cpu"]
         assert d["metadata"]["ownerReferences"][0]["kind"] == "VoicePipeline"
     settings = get(kube, namespace, "configmap", "office-settings")["data"]
-    assert settings["asr.VP_BATCH_MAX_SIZE"] == str(plan.stages["asr"].batch_size)
-    assert settings["gateway.VP_ASR_URL"] == "http://office-asr:9000"
+    assert settings["asr.VP_ASR__BATCH_MAX_SIZE"] == str(plan.stages["asr"].batch_size)
+    assert settings["gateway.VP_STAGES__ASR_URL"] == "http://office-asr:9000"
     assert len(get(kube, namespace, "services")["items"]) == 5
     assert len(get(kube, namespace, "poddisruptionbudgets")["items"]) == 5
     body = wait_for(

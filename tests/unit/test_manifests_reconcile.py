@@ -61,10 +61,15 @@ def test_objects_carry_owner_labels_plan_and_settings() -> None:
     container = asr["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "img:1" and container["command"][-1] == "asr"
     env = {e["name"]: e["valueFrom"]["configMapKeyRef"]["key"] for e in container["env"]}
-    assert env["VP_BATCH_MAX_SIZE"] == "asr.VP_BATCH_MAX_SIZE"
+    assert env["VP_ASR__BATCH_MAX_SIZE"] == "asr.VP_ASR__BATCH_MAX_SIZE"
     settings = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
-    assert settings["asr.VP_REDIS_URL"] == "redis://r:6379/0"
-    assert settings["gateway.VP_TTS_URL"] == "http://office-tts:9000"
+    assert settings["asr.VP_ASR__BATCH_MAX_SIZE"] == str(plan.stages["asr"].batch_size)
+    assert settings["llm.VP_LLM__MAX_CONCURRENCY"] == str(plan.stages["llm"].max_concurrency)
+    assert settings["asr.VP_CACHE__REDIS_URL"] == "redis://r:6379/0"
+    assert "vad.VP_CACHE__REDIS_URL" not in settings  # VAD has no cache, and refuses unknown keys
+    assert settings["gateway.VP_STAGES__TTS_URL"] == "http://office-tts:9000"
+    asr_service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "office-asr")
+    assert asr_service["spec"]["clusterIP"] == "None"  # headless: the gateway sees every replica
 
 
 def test_is_subset_ignores_server_defaults_but_not_changes() -> None:
