@@ -44,6 +44,19 @@ def register(sub: Any) -> None:
     o.add_argument("--standalone", action="store_true", help="no peering / leader election (single replica)")
     o.add_argument("--peering", default="voice-pipeline", help="kopf peering name used for leader election")
     o.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="health endpoint URL to serve")
+    o.add_argument(
+        "--prometheus-url",
+        default=None,
+        help="Prometheus the autoscaler reads stage metrics from (env VP_OPERATOR_PROMETHEUS_URL; "
+        "spec.autoscaling.prometheusUrl overrides it per pipeline; none: plan only)",
+    )
+    o.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="port of the operator's own /metrics (autoscaler decisions; env VP_OPERATOR_METRICS_PORT, "
+        "default 8081, 0 = off)",
+    )
     o.set_defaults(func=_operator)
 
     from voice_operator.cleanup import register as register_cleanup
@@ -89,7 +102,15 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _operator(args: argparse.Namespace) -> int:
+    import os
+
     from voice_operator.run import run_operator
+
+    # Environment, so that the chart can set them either way; the flags win.
+    if args.prometheus_url is not None:
+        os.environ["VP_OPERATOR_PROMETHEUS_URL"] = args.prometheus_url
+    if args.metrics_port is not None:
+        os.environ["VP_OPERATOR_METRICS_PORT"] = str(args.metrics_port)
 
     return run_operator(
         namespaces=args.namespace or [],

@@ -53,8 +53,15 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 def _run(body: kopf.Body, patch: kopf.Patch) -> None:
     from kubernetes.client.exceptions import ApiException
 
+    from voice_operator.autoscale_handler import latest_autoscaling
+
+    fresh = dict(body)
+    status = dict(body.get("status") or {})
+    autoscaling = latest_autoscaling(str(body.metadata.uid), status)
+    if autoscaling is not None:  # the autoscaler's newest targets, even before the watch shows them
+        fresh["status"] = {**status, "autoscaling": autoscaling}
     try:
-        outcome = reconcile(dict(body), _api(), _profile(), _now, os.environ.get("VP_OPERATOR_IMAGE", ""))
+        outcome = reconcile(fresh, _api(), _profile(), _now, os.environ.get("VP_OPERATOR_IMAGE", ""))
     except ApiException as exc:  # the API server refused or failed: retry later, not in a storm
         raise kopf.TemporaryError(f"Kubernetes API error {exc.status}: {exc.reason}", delay=15) from exc
     changes = status_patch(dict(body.get("status") or {}), outcome.status)

@@ -15,7 +15,9 @@ from typing import Any
 from voice_operator.capacity import Plan, make_plan
 from voice_operator.conditions import set_condition
 from voice_operator.kube import KubeApi
+from voice_operator.live import capacity_verdict, live_plan
 from voice_operator.manifests import FIELD_MANAGER, Owner, desired_objects, is_subset
+from voice_operator.observed_costs import adjusted_profile, factors_from_status
 from voice_operator.profiles import CostProfile
 from voice_operator.spec import SpecError, parse_spec
 
@@ -56,7 +58,9 @@ def reconcile(
     profile: CostProfile,
     now: Callable[[], str],
     image: str = "",
+    cause: str = "",
 ) -> Outcome:
+    """`cause` names why objects change when the caller knows (the autoscaler: "Autoscaled")."""
     meta = body["metadata"]
     generation = int(meta.get("generation") or 1)
     old_status = dict(body.get("status") or {})
@@ -76,7 +80,8 @@ def reconcile(
         status = {**old_status, "observedGeneration": generation, "conditions": conditions, "ready": "False"}
         return Outcome(status, events=events)
 
-    plan = make_plan(spec, profile)
+    # The calibrated costs, moved by what the running pipeline measured (status.observed.costs).
+    plan = make_plan(spec, adjusted_profile(profile, factors_from_status(old_status)))
     plan_status = plan.as_status()
     capacity_ok = plan.fits
     conditions = set_condition(
@@ -90,6 +95,11 @@ def reconcile(
         generation,
         now(),
     )
+    verdict = capacity_verdict(old_status.get("autoscaling"), generation, spec.autoscaling.enabled)
+    if capacity_ok and verdict is not None and not verdict[0]:  # the plan fits; the live load does not
+        conditions = set_condition(
+            conditions, "CapacitySufficient", False, "LiveLoadExceedsBudget", verdict[1], generation, now()
+        )
     if plan.supported_devices == 0:
         message = "; ".join(plan.problems)
         conditions = set_condition(conditions, "Ready", False, "PlanImpossible", message, generation, now())
@@ -100,7 +110,8 @@ def reconcile(
             events.append(("Warning", "PlanImpossible", message))
         return Outcome(status, events=events, plan=plan)
 
-    objects = desired_objects(owner, plan, spec.image or image, spec.redis.url, api.pdb_api_version())
+    live = live_plan(plan, old_status.get("autoscaling"), generation, spec.autoscaling.enabled)
+    objects = desired_objects(owner, live, spec.image or image, spec.redis.url, api.pdb_api_version())
     applied = []
     for obj in objects:
         m = obj["metadata"]
@@ -112,7 +123,7 @@ def reconcile(
     if applied:
         # Same generation and same plan, yet objects differed: someone edited them by hand.
         drift = old_status.get("observedGeneration") == generation and old_status.get("plan") == plan_status
-        reason = "Restored" if drift else "Applied"
+        reason = cause or ("Restored" if drift else "Applied")
         events.append(
             ("Normal", reason, f"{reason.lower()} {len(applied)} object(s): {', '.join(applied[:6])}")
         )

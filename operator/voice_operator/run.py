@@ -14,6 +14,7 @@ def run_operator(
 ) -> int:
     import kopf
 
+    import voice_operator.autoscale_handler  # registers the autoscaling timer
     import voice_operator.handlers  # noqa: F401  (registers the handlers)
 
     url = urlparse(liveness)

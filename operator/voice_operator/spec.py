@@ -52,10 +52,19 @@ class LlmStageSpec(StageSpec):
     providers: list[ProviderSpec] = Field(default_factory=list)
 
 
+# Series of one VoicePipeline's stage pods as the chart's ServiceMonitor labels them (Prometheus
+# Operator: `namespace` and `service` = the stage Service's name). Placeholders: {namespace}, {name}.
+DEFAULT_PROMETHEUS_SELECTOR = 'namespace="{namespace}",service=~"{name}-(gateway|vad|asr|llm|tts)"'
+
+
 class Autoscaling(_Model):
     enabled: bool = True
     interval_seconds: int = Field(30, alias="intervalSeconds", ge=5)
     scale_down_stabilization_seconds: int = Field(300, alias="scaleDownStabilizationSeconds", ge=0)
+    # Range of the rate()/quantile windows; a few scrape intervals at least.
+    metrics_window_seconds: int = Field(60, alias="metricsWindowSeconds", ge=5)
+    prometheus_url: str = Field("", alias="prometheusUrl")  # empty: the operator's --prometheus-url
+    prometheus_selector: str = Field(DEFAULT_PROMETHEUS_SELECTOR, alias="prometheusSelector")
 
 
 class Slo(_Model):
