@@ -83,16 +83,19 @@ def cleanup(
 class KubePipelineStore:
     """VoicePipelines through the kubernetes client (in-cluster config or KUBECONFIG)."""
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, selector: str = "") -> None:
         from kubernetes import client
 
         from voice_pipeline import contract as c
 
         self.api = client.CustomObjectsApi(api_client)
         self.group, self.version, self.plural = c.API_GROUP, c.API_VERSION, c.PLURAL
+        self.selector = selector
 
     def pipelines(self, namespace: str) -> dict[str, list[str]]:
-        body: Any = self.api.list_namespaced_custom_object(self.group, self.version, namespace, self.plural)
+        body: Any = self.api.list_namespaced_custom_object(
+            self.group, self.version, namespace, self.plural, label_selector=self.selector
+        )
         return {
             item["metadata"]["name"]: list(item["metadata"].get("finalizers") or [])
             for item in body.get("items", [])
@@ -134,6 +137,12 @@ def register(sub: Any) -> None:
         "or KUBECONFIG. Exit status 1 when pipelines remain at --timeout.",
     )
     p.add_argument("--namespace", "-n", required=True, help="namespace whose VoicePipelines to delete")
+    p.add_argument(
+        "--selector",
+        "-l",
+        default="",
+        help="only VoicePipelines with these labels (e.g. app.kubernetes.io/instance=vp)",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
     p.add_argument(
         "--force-after",
@@ -153,7 +162,7 @@ def _cleanup(args: argparse.Namespace) -> int:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    store = KubePipelineStore(client.ApiClient())
+    store = KubePipelineStore(client.ApiClient(), args.selector)
     result = cleanup(store, args.namespace, f"{c.API_GROUP}/finalizer", args.timeout, args.force_after)
     print(
         f"deleted {len(result.deleted)} VoicePipeline(s) in {args.namespace}: {', '.join(result.deleted) or '-'}"
