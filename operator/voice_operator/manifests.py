@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from voice_operator.capacity import Plan, StagePlan
+from voice_operator.providers import llm_provider_pod_parts
 from voice_operator.quantity import format_cpu, format_memory
+from voice_operator.spec import ProviderSpec
 from voice_pipeline import contract as c
 
 FIELD_MANAGER = "voice-pipeline-operator"
@@ -99,7 +102,14 @@ def config_map(owner: Owner, plan: Plan, redis_url: str) -> dict[str, Any]:
     }
 
 
-def deployment(owner: Owner, stage: str, plan: StagePlan, image: str, redis_url: str) -> dict[str, Any]:
+def deployment(
+    owner: Owner,
+    stage: str,
+    plan: StagePlan,
+    image: str,
+    redis_url: str,
+    providers: Sequence[ProviderSpec] = (),
+) -> dict[str, Any]:
     settings = stage_settings(owner, stage, plan, redis_url)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     env = [
@@ -129,6 +139,12 @@ def deployment(owner: Owner, stage: str, plan: StagePlan, image: str, redis_url:
         },
         "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
     }
+    # The llm router's providers: their settings as env, their API keys as mounted Secret files.
+    provider_env, volumes, mounts = llm_provider_pod_parts(providers if stage == "llm" else ())
+    if provider_env:
+        container["env"] = env + provider_env
+    if mounts:
+        container["volumeMounts"] = mounts
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -146,7 +162,11 @@ def deployment(owner: Owner, stage: str, plan: StagePlan, image: str, redis_url:
                         "prometheus.io/path": "/metrics",
                     },
                 },
-                "spec": {"containers": [container], "terminationGracePeriodSeconds": 30},
+                "spec": {
+                    "containers": [container],
+                    "terminationGracePeriodSeconds": 30,
+                    **({"volumes": volumes} if volumes else {}),
+                },
             },
         },
     }
@@ -182,14 +202,19 @@ def pod_disruption_budget(owner: Owner, stage: str, plan: StagePlan, api_version
 
 
 def desired_objects(
-    owner: Owner, plan: Plan, image: str = "", redis_url: str = "", pdb_api_version: str = "policy/v1"
+    owner: Owner,
+    plan: Plan,
+    image: str = "",
+    redis_url: str = "",
+    pdb_api_version: str = "policy/v1",
+    providers: Sequence[ProviderSpec] = (),
 ) -> list[dict[str, Any]]:
     image = image or DEFAULT_IMAGE
     objects: list[dict[str, Any]] = [config_map(owner, plan, redis_url)]
     for stage in c.STAGES:
         stage_plan = plan.stages[stage]
         objects += [
-            deployment(owner, stage, stage_plan, image, redis_url),
+            deployment(owner, stage, stage_plan, image, redis_url, providers),
             service(owner, stage),
             pod_disruption_budget(owner, stage, stage_plan, pdb_api_version),
         ]

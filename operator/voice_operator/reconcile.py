@@ -111,7 +111,9 @@ def reconcile(
         return Outcome(status, events=events, plan=plan)
 
     live = live_plan(plan, old_status.get("autoscaling"), generation, spec.autoscaling.enabled)
-    objects = desired_objects(owner, live, spec.image or image, spec.redis.url, api.pdb_api_version())
+    objects = desired_objects(
+        owner, live, spec.image or image, spec.redis.url, api.pdb_api_version(), spec.stages.llm.providers
+    )
     applied = []
     for obj in objects:
         m = obj["metadata"]
