@@ -119,7 +119,14 @@ def test_pods_run_cli_commands_with_the_chart_service_accounts() -> None:
     assert (
         env["VP_OPERATOR_IMAGE"] == yaml.safe_load((CHART / "values.yaml").read_text())["image"]["services"]
     )
-    assert env["VP_OPERATOR_RESYNC_SECONDS"] == "60"
+    assert env["VP_OPERATOR_RESYNC_SECONDS"] == "60" and env["VP_OPERATOR_PROMETHEUS_URL"] == ""
+    assert env["VP_OPERATOR_METRICS_PORT"] == "8081"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"health": 8080, "metrics": 8081}
+    prometheus = "http://prometheus-operated.monitoring:9090"
+    pod = one(render("--set", f"operator.prometheusUrl={prometheus}"), "Deployment", "-operator")["spec"][
+        "template"
+    ]["spec"]
+    assert {"name": "VP_OPERATOR_PROMETHEUS_URL", "value": prometheus} in pod["containers"][0]["env"]
     assert operator["securityContext"]["runAsNonRoot"] is True
     binding = one(docs, "RoleBinding", "-operator")
     assert binding["subjects"][0]["name"] == operator["serviceAccountName"] == one(docs, "ServiceAccount", "voice-pipeline")["metadata"]["name"]  # fmt: skip
@@ -192,12 +199,21 @@ def test_monitoring_objects_follow_the_available_apis() -> None:
     assert "ServiceMonitor" not in plain and "PrometheusRule" not in plain
     apis = ["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor", "--api-versions", "monitoring.coreos.com/v1/PrometheusRule"]  # fmt: skip
     docs = render(*apis)
-    monitor = one(docs, "ServiceMonitor")
+    monitor = one(docs, "ServiceMonitor", "voice-pipeline")
     # It selects the Services the operator creates for each stage, by their port name.
     owner = manifests.Owner("vp-voice-pipeline", "voice", "uid")
     service = manifests.service(owner, "asr")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    operator_monitor, operator_service = (
+        one(docs, "ServiceMonitor", "-operator"),
+        one(docs, "Service", "-operator"),
+    )
+    assert (
+        operator_monitor["spec"]["selector"]["matchLabels"].items()
+        <= operator_service["metadata"]["labels"].items()
+    )
+    assert operator_monitor["spec"]["endpoints"][0]["port"] == operator_service["spec"]["ports"][0]["name"]
     rule = one(docs, "PrometheusRule")
     assert len(rule["spec"]["groups"][0]["rules"]) == 5
 
@@ -245,7 +261,10 @@ def test_dashboard_is_valid_grafana_json_over_contract_metrics() -> None:
     for metric in (c.METRIC_SESSIONS, c.METRIC_LATENCY, c.METRIC_BUSY, c.METRIC_BATCH_SIZE, c.METRIC_CACHE,
                    c.METRIC_QUEUE_WAIT, c.METRIC_E2E_FIRST_AUDIO, c.METRIC_REQUESTS):  # fmt: skip
         assert metric in exprs, metric
-    assert "autoscaler" in exprs
+    from voice_operator import autoscale_handler
+
+    for metric in (autoscale_handler.ACTIONS, autoscale_handler.SATURATION):  # the operator's own metrics
+        assert metric._name in exprs, metric._name
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
 
 
