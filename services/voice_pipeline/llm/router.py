@@ -206,7 +206,10 @@ class LlmRouter:
                 outcome, verdict = "error", True
                 errors.append(str(exc))
                 log.warning(
-                    "llm provider %s failed before its first token, failing over: %s", state.name, exc
+                    "llm provider %s failed before its first token (after %.0f ms), failing over: %s",
+                    state.name,
+                    (self.clock() - started) * 1000,
+                    exc,
                 )
                 await self._finish(state, stream, outcome, verdict)
                 continue
