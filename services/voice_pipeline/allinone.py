@@ -17,6 +17,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voice_pipeline.asr.settings import AsrSettings
+from voice_pipeline.cache.settings import CacheSettings
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.settings import reject_unknown_env
 from voice_pipeline.gateway.auth import AuthSettings
@@ -42,6 +43,7 @@ class AllInOneSettings(BaseSettings):
     asr: AsrSettings = Field(default_factory=AsrSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     tts: TtsSettings = Field(default_factory=TtsSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
 
 def required_models(settings: AllInOneSettings) -> list[str]:
@@ -65,13 +67,19 @@ def load_settings(overrides: dict[str, Any] | None = None) -> AllInOneSettings:
 async def in_process_stages(settings: AllInOneSettings, metrics: Metrics) -> AsyncIterator[Stages]:
     """Load every engine, start the local LLM server if no provider URL is set, tear down after."""
     from voice_pipeline import assembly
+    from voice_pipeline.cache.build import open_caches
+    from voice_pipeline.cache.preload import SpeechFormat
 
     async with AsyncExitStack() as stack:
+        # Redis if VP_CACHE__REDIS_URL is set, else an in-process cache (this process is alone).
+        caches = await stack.enter_async_context(open_caches(settings.cache, metrics, allow_memory=True))
         # The LLM first: the local llama.cpp server loads while nothing else competes for the CPU.
-        llm = await stack.enter_async_context(assembly.build_llm(settings.llm, metrics))
+        llm = await stack.enter_async_context(assembly.build_llm(settings.llm, metrics, caches))
         vad = await stack.enter_async_context(assembly.build_vad(settings.vad, metrics))
-        asr = await stack.enter_async_context(assembly.build_asr(settings.asr, metrics))
-        tts = await stack.enter_async_context(assembly.build_tts(settings.tts, metrics))
+        asr = await stack.enter_async_context(assembly.build_asr(settings.asr, metrics, caches))
+        tts = await stack.enter_async_context(assembly.build_tts(settings.tts, metrics, caches))
+        speech = SpeechFormat(settings.gateway.output_sample_rate, settings.gateway.frame_ms)
+        caches.start_preload(llm, settings.llm.system_prompts, tts, speech)
         yield Stages(vad=vad, asr=asr, llm=llm, tts=tts)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 from voice_pipeline.asr.settings import AsrSettings
 from voice_pipeline.common.metrics import Metrics
@@ -20,6 +21,9 @@ from voice_pipeline.common.stages import AsrStage, LlmStage, TtsStage, VadStage
 from voice_pipeline.llm.settings import LlmSettings
 from voice_pipeline.tts.settings import TtsSettings
 from voice_pipeline.vad.settings import VadSettings
+
+if TYPE_CHECKING:
+    from voice_pipeline.cache.build import Caches
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +38,24 @@ async def build_vad(settings: VadSettings, metrics: Metrics) -> AsyncIterator[Va
 
 
 @asynccontextmanager
-async def build_asr(settings: AsrSettings, metrics: Metrics) -> AsyncIterator[AsrStage]:
+async def build_asr(
+    settings: AsrSettings, metrics: Metrics, caches: Caches | None = None
+) -> AsyncIterator[AsrStage]:
     """The configured ASR back end, utterances batched across sessions."""
     from voice_pipeline.asr.stage import InProcessAsr
 
     async with AsyncExitStack() as stack:
         asr: AsrStage = await stack.enter_async_context(InProcessAsr(settings, metrics))
         # --- cache wrapping (ASR: audio hash -> transcript) goes here --------------------------
+        if caches is not None:
+            asr = caches.wrap_asr(asr, settings)
         yield asr
 
 
 @asynccontextmanager
-async def build_llm(settings: LlmSettings, metrics: Metrics) -> AsyncIterator[LlmStage]:
+async def build_llm(
+    settings: LlmSettings, metrics: Metrics, caches: Caches | None = None
+) -> AsyncIterator[LlmStage]:
     """The LLM provider router; a local llama.cpp server is started for a provider without a URL."""
     from voice_pipeline.llm.stage import InProcessLlm
 
@@ -59,17 +69,24 @@ async def build_llm(settings: LlmSettings, metrics: Metrics) -> AsyncIterator[Ll
             log.info("local LLM server ready at %s", server.base_url)
         llm: LlmStage = await stack.enter_async_context(InProcessLlm(settings, metrics))
         # --- cache wrapping (LLM semantic cache, common-questions preload) goes here -----------
+        # (the caller starts the preload: in all-in-one mode it also warms the TTS cache)
+        if caches is not None:
+            llm = caches.wrap_llm(llm, settings)
         yield llm
 
 
 @asynccontextmanager
-async def build_tts(settings: TtsSettings, metrics: Metrics) -> AsyncIterator[TtsStage]:
+async def build_tts(
+    settings: TtsSettings, metrics: Metrics, caches: Caches | None = None
+) -> AsyncIterator[TtsStage]:
     """The TTS engine router with Opus framing at the requested rate."""
     from voice_pipeline.tts.stage import InProcessTts
 
     async with AsyncExitStack() as stack:
         tts: TtsStage = await stack.enter_async_context(InProcessTts(settings, metrics))
         # --- cache wrapping (TTS: text, voice, format -> encoded audio) goes here --------------
+        if caches is not None:
+            tts = caches.wrap_tts(tts, settings)
         yield tts
 
 

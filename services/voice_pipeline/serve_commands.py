@@ -20,7 +20,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--host", help="bind address (default 0.0.0.0; VP_GATEWAY__HOST)")
     p.add_argument("--port", type=int, help="port (default 8000; VP_GATEWAY__PORT)")
-    p.add_argument("--config", help="YAML file of settings sections (gateway, vad, asr, llm, tts, auth, ota)")
+    p.add_argument(
+        "--config", help="YAML file of settings sections (gateway, vad, asr, llm, tts, auth, ota, cache)"
+    )
     p.add_argument("--no-install", action="store_true", help="fail instead of installing missing models")
     p.add_argument(
         "--help-settings", action="store_true", help="list every setting with its default and exit"

@@ -1,0 +1,118 @@
+"""Warm the caches with the answers to common questions, in the background at start-up.
+
+The reference server keeps canned replies for frequent questions; here the frequent questions are
+asked of the real LLM once, and the reply (and, in a process that also has the TTS stage, its
+sentences' audio) lands in the same caches a live turn uses. The messages and sentences are built
+exactly as the gateway builds them, so a user asking one of these gets hits all the way through.
+One question at a time, and only while no device waits for the LLM: the preload must not crowd out
+the first devices.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from voice_pipeline.cache.audio_caches import CachedTts
+from voice_pipeline.cache.llm_cache import CachedLlm, reply_deltas
+from voice_pipeline.common.errors import ConfigError, VoicePipelineError
+from voice_pipeline.common.stages import SpeechRequest
+from voice_pipeline.llm.history import Conversation
+from voice_pipeline.llm.sentences import SentenceSplitter
+
+log = logging.getLogger(__name__)
+
+
+def load_questions(path: str = "") -> dict[str, list[str]]:
+    """{language: [question]} from a YAML file; empty path = the shipped list."""
+    try:
+        if path:
+            text = Path(path).read_text(encoding="utf-8")
+        else:
+            text = resources.files("voice_pipeline").joinpath("data/common_questions.yaml").read_text("utf-8")
+        data = yaml.safe_load(text)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the common-questions file {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"common-questions file {path or '(shipped)'} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(q, str) for q in v)
+        for k, v in data.items()
+    ):
+        raise ConfigError(
+            f"common-questions file {path or '(shipped)'} must map a language to a list of questions, "
+            "e.g. {en: [What can you do?], zh: [你能做什么？]}"
+        )
+    return {lang: [q.strip() for q in qs if q.strip()] for lang, qs in data.items()}
+
+
+def reply_sentences(reply: str) -> list[str]:
+    """The sentences the gateway would send to TTS for `reply` when it streams from the cache."""
+    splitter = SentenceSplitter()
+    sentences: list[str] = []
+    for delta in reply_deltas(reply):
+        sentences += splitter.push(delta)
+    return sentences + splitter.flush()
+
+
+@dataclass(frozen=True)
+class SpeechFormat:
+    sample_rate: int
+    frame_ms: int
+
+
+@dataclass
+class PreloadReport:
+    answered: int = 0
+    sentences: int = 0
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+async def preload(
+    questions: dict[str, list[str]],
+    system_prompts: dict[str, str],
+    llm: CachedLlm,
+    tts: CachedTts | None = None,
+    speech: SpeechFormat | None = None,
+) -> PreloadReport:
+    report = PreloadReport()
+    started = time.monotonic()
+    history = Conversation(system_prompts)
+    for language, items in questions.items():
+        for question in items:
+            await llm.idle.wait()  # a device is waiting for the LLM: let it go first
+            if not llm.replies.guard.healthy:
+                report.failed.append(question)
+                continue
+            try:
+                reply = await llm.warm(history.messages(question, language))
+                if reply is None:
+                    report.failed.append(question)
+                    continue
+                report.answered += 1
+                if tts is None or speech is None:
+                    continue
+                for sentence in reply_sentences(reply):
+                    request = SpeechRequest(sentence, language, speech.sample_rate, speech.frame_ms)
+                    await tts.warm(request)
+                    report.sentences += 1
+            except VoicePipelineError as exc:
+                log.info("preload of %r skipped: %s", question, exc)
+                report.failed.append(question)
+    report.seconds = time.monotonic() - started
+    log.info(
+        "cache preload: %d common questions answered (%d sentences of audio), %d skipped, in %.1f s",
+        report.answered,
+        report.sentences,
+        len(report.failed),
+        report.seconds,
+    )
+    return report
