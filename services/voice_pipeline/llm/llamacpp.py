@@ -72,6 +72,9 @@ class LlamaCppServer:
             "--model", str(self.model_path),
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
+            # By default a waiting request makes the server end the running stream early with a
+            # normal [DONE]: concurrent devices would get silently truncated (or empty) replies.
+            "--interrupt_requests", "False",
         ]  # fmt: skip
         started = time.monotonic()
         self._process = await asyncio.create_subprocess_exec(*cmd, stdout=self._log, stderr=self._log)
