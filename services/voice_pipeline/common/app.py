@@ -54,7 +54,7 @@ class ServiceSettings(BaseModel):
 def create_stage_app(
     stage: str, settings: ServiceSettings, build: StageBuilder, metrics: Metrics | None = None
 ) -> FastAPI:
-    metrics = metrics or Metrics()
+    metrics = metrics or Metrics(serves_devices=False)
     drain = Drain()
     state: dict[str, Any] = {"served": None}
 

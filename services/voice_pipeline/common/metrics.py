@@ -23,6 +23,9 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # Device-session metrics are exported only by processes that serve devices (the gateway and
+    # all-in-one); a stage service keeps them unregistered so Prometheus sees one source.
+    serves_devices: bool = True
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -63,12 +66,13 @@ class Metrics:
             [c.LABEL_STAGE, c.LABEL_PROVIDER, c.LABEL_OUTCOME],
             registry=r,
         )
-        self.sessions = Gauge(c.METRIC_SESSIONS, "Connected device sessions", registry=r)
+        devices = r if self.serves_devices else None
+        self.sessions = Gauge(c.METRIC_SESSIONS, "Connected device sessions", registry=devices)
         self.e2e_first_audio = Histogram(
             c.METRIC_E2E_FIRST_AUDIO,
             "Speech end to first audio frame sent",
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=devices,
         )
 
     @contextmanager

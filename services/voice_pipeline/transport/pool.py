@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from voice_pipeline.common.errors import ConfigError, ProviderUnavailableError
@@ -46,6 +47,9 @@ async def resolve(host: str, port: int) -> list[str]:
     return list(seen)
 
 
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
 class ReplicaPool:
     def __init__(
         self,
@@ -54,8 +58,10 @@ class ReplicaPool:
         resolve_interval_s: float = 10.0,
         connect_timeout_s: float = 3.0,
         max_message_bytes: int = 4 << 20,
+        resolver: Resolver | None = None,
     ) -> None:
         self.stage = stage
+        self.resolver: Resolver = resolver or resolve
         self.host, self.port = split_stage_url(url)
         self.resolve_interval_s = resolve_interval_s
         self.connect_timeout_s = connect_timeout_s
@@ -133,7 +139,7 @@ class ReplicaPool:
     async def refresh(self) -> None:
         async with self._refresh_lock:
             try:
-                resolved = await resolve(self.host, self.port)
+                resolved = await self.resolver(self.host, self.port)
             except OSError as exc:
                 self._warn_once(f"resolve:{exc}", f"{self.stage}: cannot resolve {self.host}: {exc}")
                 return
