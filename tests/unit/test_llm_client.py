@@ -25,8 +25,8 @@ def _sse(*events: object, done: bool = True) -> bytes:
     return (": keep-alive\n\n" + body + ("data: [DONE]\n\n" if done else "")).encode()
 
 
-def _delta(text: str) -> dict[str, object]:
-    return {"choices": [{"delta": {"content": text}}]}
+def _delta(text: str, finish: str | None = None) -> dict[str, object]:
+    return {"choices": [{"delta": {"content": text}, "finish_reason": finish}]}
 
 
 def _provider(handler: httpx.MockTransport) -> OpenAICompatibleProvider:
@@ -47,7 +47,7 @@ async def test_streams_deltas_and_sends_the_key() -> None:
     def handle(request: httpx.Request) -> httpx.Response:
         seen["auth"] = request.headers["authorization"]
         seen["body"] = json.loads(request.content)
-        return httpx.Response(200, content=_sse(_delta("Hel"), _delta("lo."), {"choices": []}))
+        return httpx.Response(200, content=_sse(_delta("Hel"), _delta("lo.", "stop"), {"choices": []}))
 
     assert await _collect(_provider(httpx.MockTransport(handle))) == ["Hel", "lo."]
     assert seen["auth"] == f"Bearer {SECRET}"
@@ -100,3 +100,25 @@ def test_api_key_sources(tmp_path, monkeypatch) -> None:  # type: ignore[no-unty
         read_api_key(key_env="MISSING_KEY")
     with pytest.raises(ConfigError, match="cannot read"):
         read_api_key(str(tmp_path / "nope"))
+
+
+async def test_stream_cut_short_without_finish_reason() -> None:
+    """llama.cpp's server ends an interrupted stream with a bare [DONE]: not a complete reply."""
+
+    def empty(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=_sse({"choices": [{"delta": {"role": "assistant"}}]}))
+
+    def truncated(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=_sse(_delta("Hel")))
+
+    with pytest.raises(ProviderUnavailableError, match="without a finish_reason"):
+        await _collect(_provider(httpx.MockTransport(empty)))
+    with pytest.raises(LlmStreamError, match="without a finish_reason"):
+        await _collect(_provider(httpx.MockTransport(truncated)))
+
+
+async def test_finish_reason_length_is_complete() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=_sse(_delta("Hi"), _delta("", "length"), done=False))
+
+    assert await _collect(_provider(httpx.MockTransport(handle))) == ["Hi"]

@@ -55,6 +55,12 @@ def delta_text(event: dict[str, Any]) -> str:
     return content if isinstance(content, str) else ""
 
 
+def finish_reason(event: dict[str, Any]) -> str | None:
+    choices = event.get("choices") or []
+    reason = choices[0].get("finish_reason") if choices and isinstance(choices[0], dict) else None
+    return reason if isinstance(reason, str) else None
+
+
 class OpenAICompatibleProvider:
     """One provider endpoint; `start()` opens its connection pool, `close()` releases it."""
 
@@ -110,7 +116,7 @@ class OpenAICompatibleProvider:
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
         }
-        started = False
+        started = finished = False
         try:
             async with self._client.stream(
                 "POST", f"{self.base_url}/chat/completions", json=body
@@ -120,7 +126,7 @@ class OpenAICompatibleProvider:
                     raise self._error(False, f"HTTP {response.status_code}: {detail}")
                 async for payload in iter_sse_data(response.aiter_lines()):
                     if payload.strip() == "[DONE]":
-                        return
+                        break
                     try:
                         event = json.loads(payload)
                     except json.JSONDecodeError as exc:
@@ -128,9 +134,15 @@ class OpenAICompatibleProvider:
                     if isinstance(event, dict) and event.get("error"):
                         raise self._error(started, f"provider error: {str(event['error'])[:200]}")
                     text = delta_text(event) if isinstance(event, dict) else ""
+                    finished = finished or (isinstance(event, dict) and finish_reason(event) is not None)
                     if text:
                         started = True
                         yield text
+                if not finished:
+                    # A complete answer names why it stopped ("stop", "length"). Without it the
+                    # stream was cut short: llama.cpp's server, for one, ends a running stream with
+                    # a bare [DONE] when another request arrives (interrupt_requests).
+                    raise self._error(started, "stream ended without a finish_reason (cut short)")
         except httpx.TimeoutException as exc:
             raise self._error(started, f"timed out ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
