@@ -1,0 +1,80 @@
+"""The operator and the stage services agree on setting names: every env var the operator puts on
+a stage's Deployment is accepted by that stage's settings class and lands in the right field."""
+
+from __future__ import annotations
+
+import pytest
+
+from voice_operator.capacity import make_plan
+from voice_operator.manifests import Owner, desired_objects, stage_settings
+from voice_operator.profiles import load_profile
+from voice_operator.spec import parse_spec
+from voice_pipeline import contract as c
+from voice_pipeline.asr.service import AsrServiceSettings
+from voice_pipeline.common.app import load_service_settings
+from voice_pipeline.common.errors import ConfigError
+from voice_pipeline.common.settings import unknown_env_keys
+from voice_pipeline.gateway.service import GatewayServiceSettings
+from voice_pipeline.llm.service import LlmServiceSettings
+from voice_pipeline.tts.service import TtsServiceSettings
+from voice_pipeline.vad.service import VadServiceSettings
+
+OWNER = Owner("office", "voice", "uid-1")
+PLAN = make_plan(parse_spec({"devices": 60, "nodeSize": "4c16g"}), load_profile())
+SETTINGS = {
+    "gateway": GatewayServiceSettings,
+    "vad": VadServiceSettings,
+    "asr": AsrServiceSettings,
+    "llm": LlmServiceSettings,
+    "tts": TtsServiceSettings,
+}
+
+
+@pytest.mark.parametrize("stage", c.STAGES)
+def test_every_env_var_the_operator_sets_is_a_known_setting(
+    stage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = stage_settings(OWNER, stage, PLAN.stages[stage], "redis://redis:6379/0")
+    assert unknown_env_keys(SETTINGS[stage], env) == []
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_service_settings(SETTINGS[stage])
+    plan = PLAN.stages[stage]
+    if stage in ("vad", "asr"):
+        section = getattr(settings, stage)
+        assert section.batch_max_size == plan.batch_size
+        assert section.batch_max_wait_ms == plan.max_wait_ms
+    if stage in ("llm", "tts"):
+        assert getattr(settings, stage).max_concurrency == plan.max_concurrency
+    if stage in c.CACHED_STAGES:
+        assert settings.cache.redis_url == "redis://redis:6379/0"
+    if stage == "gateway":
+        assert settings.stages.urls() == {s: f"http://office-{s}:9000" for s in c.MODEL_STAGES}
+
+
+def test_deployments_carry_exactly_those_env_vars() -> None:
+    for obj in desired_objects(OWNER, PLAN, redis_url="redis://redis:6379/0"):
+        if obj["kind"] != "Deployment":
+            continue
+        stage = obj["metadata"]["labels"][c.LABEL_COMPONENT]
+        container = obj["spec"]["template"]["spec"]["containers"][0]
+        names = {e["name"] for e in container["env"]}
+        assert unknown_env_keys(SETTINGS[stage], dict.fromkeys(names, "")) == [], stage
+        assert container["command"] == ["voice-pipeline", "serve", stage]
+
+
+def test_a_misspelt_service_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VP_ASR__BATCH_MAX_SIZ", "4")
+    with pytest.raises(ConfigError, match="VP_ASR__BATCH_MAX_SIZ"):
+        load_service_settings(AsrServiceSettings)
+    monkeypatch.delenv("VP_ASR__BATCH_MAX_SIZ")
+    monkeypatch.setenv("VP_LLM__BASE_URL", "http://x/v1")  # the LLM service's setting, not the gateway's
+    with pytest.raises(ConfigError, match="VP_LLM__BASE_URL"):
+        load_service_settings(GatewayServiceSettings)
+
+
+def test_the_distributed_gateway_needs_every_stage_url() -> None:
+    with pytest.raises(ConfigError, match="VP_STAGES__TTS_URL"):
+        GatewayServiceSettings(
+            stages={"vad_url": "http://v", "asr_url": "http://a", "llm_url": "http://l"}
+        ).stages.urls()
