@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voice_pipeline import assembly
 from voice_pipeline.asr.settings import AsrSettings
+from voice_pipeline.cache.settings import CacheSettings
 from voice_pipeline.common.app import ServiceSettings, create_stage_app
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.transport.server import ServedStages
@@ -29,6 +30,7 @@ class AsrServiceSettings(BaseSettings):
 
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
 
 def required_models(settings: AsrServiceSettings) -> list[str]:
@@ -38,7 +40,13 @@ def required_models(settings: AsrServiceSettings) -> list[str]:
 def create_app(settings: AsrServiceSettings, metrics: Metrics | None = None) -> FastAPI:
     @asynccontextmanager
     async def build(metrics: Metrics) -> AsyncIterator[ServedStages]:
-        async with assembly.build_asr(settings.asr, metrics) as stage:
+        from voice_pipeline.cache.build import open_caches
+
+        # Redis only (VP_CACHE__REDIS_URL): per-replica memory caches would split the hits.
+        async with (
+            open_caches(settings.cache, metrics, allow_memory=False, stages=("asr",)) as caches,
+            assembly.build_asr(settings.asr, metrics, caches) as stage,
+        ):
             yield ServedStages(asr=stage)
 
     return create_stage_app(STAGE, settings.service, build, metrics)

@@ -14,6 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voice_pipeline import assembly
+from voice_pipeline.cache.settings import CacheSettings
 from voice_pipeline.common.app import ServiceSettings, create_stage_app
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.llm.settings import LlmSettings
@@ -29,6 +30,7 @@ class LlmServiceSettings(BaseSettings):
 
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
 
 def required_models(settings: LlmServiceSettings) -> list[str]:
@@ -38,7 +40,14 @@ def required_models(settings: LlmServiceSettings) -> list[str]:
 def create_app(settings: LlmServiceSettings, metrics: Metrics | None = None) -> FastAPI:
     @asynccontextmanager
     async def build(metrics: Metrics) -> AsyncIterator[ServedStages]:
-        async with assembly.build_llm(settings.llm, metrics) as stage:
+        from voice_pipeline.cache.build import open_caches
+
+        # Redis only (VP_CACHE__REDIS_URL): per-replica memory caches would split the hits.
+        async with (
+            open_caches(settings.cache, metrics, allow_memory=False, stages=("llm",)) as caches,
+            assembly.build_llm(settings.llm, metrics, caches) as stage,
+        ):
+            caches.start_preload(stage, settings.llm.system_prompts, None, None)
             yield ServedStages(llm=stage)
 
     return create_stage_app(STAGE, settings.service, build, metrics)

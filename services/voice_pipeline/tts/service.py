@@ -14,6 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voice_pipeline import assembly
+from voice_pipeline.cache.settings import CacheSettings
 from voice_pipeline.common.app import ServiceSettings, create_stage_app
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.transport.server import ServedStages
@@ -29,6 +30,7 @@ class TtsServiceSettings(BaseSettings):
 
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     tts: TtsSettings = Field(default_factory=TtsSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
 
 def required_models(settings: TtsServiceSettings) -> list[str]:
@@ -38,7 +40,13 @@ def required_models(settings: TtsServiceSettings) -> list[str]:
 def create_app(settings: TtsServiceSettings, metrics: Metrics | None = None) -> FastAPI:
     @asynccontextmanager
     async def build(metrics: Metrics) -> AsyncIterator[ServedStages]:
-        async with assembly.build_tts(settings.tts, metrics) as stage:
+        from voice_pipeline.cache.build import open_caches
+
+        # Redis only (VP_CACHE__REDIS_URL): per-replica memory caches would split the hits.
+        async with (
+            open_caches(settings.cache, metrics, allow_memory=False, stages=("tts",)) as caches,
+            assembly.build_tts(settings.tts, metrics, caches) as stage,
+        ):
             yield ServedStages(tts=stage)
 
     return create_stage_app(STAGE, settings.service, build, metrics)
