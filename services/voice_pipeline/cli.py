@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "voice_pipeline.serve_commands",
     "voice_pipeline.models.commands",
     "voice_pipeline.simulator.commands",
+    "voice_pipeline.emulators.commands",
+    "voice_pipeline.bench.commands",
     "voice_operator.commands",
 )
 

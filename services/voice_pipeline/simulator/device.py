@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from voice_pipeline.common.audio import Int16Array, OpusDecoder, OpusEncoder
+from voice_pipeline.gateway.protocol import decode_audio_frame, encode_audio_frame
 from voice_pipeline.llm.sentences import join_sentences
 
 FRAME_MS = 60
@@ -48,6 +49,51 @@ class TurnResult:
         return body
 
 
+@dataclass(frozen=True)
+class EncodedClip:
+    """A clip as the Opus packets a device sends, encoded once: a fleet replays the same clips
+    thousands of times, and encoding them per turn would make the load generator the bottleneck."""
+
+    frames: list[bytes]
+    silence: bytes
+    seconds: float
+    name: str = ""
+    language: str = ""
+
+
+def encode_clip(pcm: Int16Array, name: str = "", language: str = "") -> EncodedClip:
+    encoder = OpusEncoder(UPLINK_RATE, FRAME_MS)
+    frames = encoder.encode_all(pcm)
+    silence = encoder.encode(np.zeros(encoder.frame_size, np.int16))
+    return EncodedClip(frames, silence, len(frames) * FRAME_MS / 1000, name, language)
+
+
+# Opus TOC byte (RFC 6716 section 3.1): frame duration in ms by configuration number.
+_SILK_MS = (10.0, 20.0, 40.0, 60.0)
+_HYBRID_MS = (10.0, 20.0)
+_CELT_MS = (2.5, 5.0, 10.0, 20.0)
+
+
+def opus_packet_samples(packet: bytes, sample_rate: int) -> int:
+    """Samples a packet decodes to, read from its TOC byte without decoding (RFC 6716 3.1)."""
+    if not packet:
+        return 0
+    config, code = packet[0] >> 3, packet[0] & 3
+    if config < 12:
+        frame_ms = _SILK_MS[config % 4]
+    elif config < 16:
+        frame_ms = _HYBRID_MS[config % 2]
+    else:
+        frame_ms = _CELT_MS[config % 4]
+    if code == 0:
+        count = 1
+    elif code in (1, 2):
+        count = 2
+    else:
+        count = packet[1] & 0x3F if len(packet) > 1 else 0
+    return int(count * frame_ms * sample_rate / 1000)
+
+
 @dataclass
 class Received:
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -63,7 +109,10 @@ class SimulatedDevice:
         token: str = "",
         protocol_version: int = 1,
         mode: str = "auto",
+        decode_audio: bool = True,
     ) -> None:
+        """`decode_audio=False` counts reply audio from the Opus packet headers instead of decoding
+        it (fleet runs: the load generator must stay cheap); `reply_audio` then stays empty."""
         self.url = url
         self.device_id = device_id or "02:00:00:{:02x}:{:02x}:{:02x}".format(*tuple(uuid.uuid4().bytes[:3]))
         self.client_id = client_id or str(uuid.uuid4())
@@ -79,6 +128,7 @@ class SimulatedDevice:
         self._reader: asyncio.Task[None] | None = None
         self.close_code: int | None = None
         self.reply_audio: list[Int16Array] = []
+        self.decode_audio = decode_audio
 
     async def connect(self) -> None:
         import websockets
@@ -158,11 +208,14 @@ class SimulatedDevice:
         parsed: dict[str, Any] = json.loads(item) if item.startswith("{") else {"type": "text", "text": item}
         return parsed
 
-    async def _stream_clip(self, pcm: Int16Array, stop_when: asyncio.Event) -> float:
+    async def _stream_clip(self, clip: Int16Array | EncodedClip, stop_when: asyncio.Event) -> float:
         """Send the clip paced in real time, then silence until `stop_when` or 3 s. Returns the
         monotonic time the last clip frame left (speech end, as the workload defines it)."""
-        frames = self._encoder.encode_all(pcm)
-        silence = self._encoder.encode(np.zeros(self._encoder.frame_size, np.int16))
+        if isinstance(clip, EncodedClip):
+            frames, silence = clip.frames, clip.silence
+        else:
+            frames = self._encoder.encode_all(clip)
+            silence = self._encoder.encode(np.zeros(self._encoder.frame_size, np.int16))
         start = time.monotonic()
         speech_end = start
         for i, packet in enumerate(frames):
@@ -177,12 +230,10 @@ class SimulatedDevice:
         return speech_end
 
     async def _send_audio(self, packet: bytes) -> None:
-        from voice_pipeline.gateway.protocol import encode_audio_frame
-
         await self._ws.send(encode_audio_frame(packet, self.protocol_version))
 
     async def turn(
-        self, pcm: Int16Array, timeout: float = 60.0, abort_after_audio_s: float | None = None
+        self, pcm: Int16Array | EncodedClip, timeout: float = 60.0, abort_after_audio_s: float | None = None
     ) -> TurnResult:
         """One conversation turn; with `abort_after_audio_s`, barge in after that much reply audio."""
         result = TurnResult()
@@ -220,12 +271,14 @@ class SimulatedDevice:
                     result.error = result.error or f"connection closed (code {self.close_code})"
                     break
                 if isinstance(item, bytes):
-                    from voice_pipeline.gateway.protocol import decode_audio_frame
-
-                    assert self._decoder is not None
-                    pcm_out = self._decoder.decode(decode_audio_frame(item, self.protocol_version))
-                    self.reply_audio.append(pcm_out)
-                    audio_samples += len(pcm_out)
+                    packet = decode_audio_frame(item, self.protocol_version)
+                    if self.decode_audio:
+                        assert self._decoder is not None
+                        pcm_out = self._decoder.decode(packet)
+                        self.reply_audio.append(pcm_out)
+                        audio_samples += len(pcm_out)
+                    else:
+                        audio_samples += opus_packet_samples(packet, self.downlink_rate)
                     if first_audio is None:
                         first_audio = seen["first_audio"] = now
                     if (

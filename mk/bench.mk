@@ -1,0 +1,26 @@
+# Capacity benchmarks (issue 7): `make bench` is NOT part of `make test` (it takes tens of minutes).
+.PHONY: bench bench-deps bench-docs report
+
+BENCH_STAMP := $(VENV)/.bench-deps-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# Extra arguments for the search, e.g. BENCH_ARGS='--duration 120 --note "idle machine"'.
+BENCH_ARGS ?=
+BENCH_MODES ?= --mode allinone --mode distributed
+
+$(BENCH_STAMP): $(INSTALL_STAMP)
+	$(PIP) install -q --find-links $(WHEELS) -e ".[bench]"
+	@rm -f $(VENV)/.bench-deps-*; touch $@
+
+bench-deps: $(BENCH_STAMP) ## matplotlib and py-spy (the `bench` extra)
+
+# The report test renders charts, so `make test` needs the extra too.
+test-prereqs:: bench-deps
+
+bench: install bench-deps ## find supported devices (all-in-one and distributed) -> bench/results, docs/benchmarks.md, docs/capacity-report.md
+	$(VENV)/bin/voice-pipeline bench $(BENCH_MODES) $(BENCH_ARGS)
+	$(VENV)/bin/voice-pipeline report
+
+bench-docs: bench-deps ## regenerate docs/benchmarks.md from bench/results without measuring
+	$(VENV)/bin/voice-pipeline bench --docs-only
+
+report: bench-deps ## the capacity report (docs/capacity-report.md) from the cost profile and bench/results
+	$(VENV)/bin/voice-pipeline report

@@ -1,0 +1,2 @@
+"""Capacity benchmarks: the device-fleet search behind `make bench`, its records, and the
+capacity report (`voice-pipeline report`)."""

@@ -1,0 +1,227 @@
+"""docs/benchmarks.md from bench/results: the table, the plots, the model check, the profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from voice_pipeline.bench import charts
+from voice_pipeline.bench.model_check import difference, predict
+from voice_pipeline.bench.results import latest
+
+MODES = ("allinone", "distributed")
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+def _machine(m: dict[str, Any]) -> str:
+    return f"{m['cores']} cores, {m['memory_gib']:g} GiB, {m['cpu']}"
+
+
+def _models(models: dict[str, str]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in models.items())
+
+
+def _providers(p: dict[str, Any]) -> str:
+    return f"{p['llm']['describe']}; {p['tts']['describe']}"
+
+
+def step_rows(record: dict[str, Any]) -> list[str]:
+    rows = []
+    steps = [record["floor"]] if record.get("floor") else []
+    steps += record.get("steps", [])
+    for step in steps:
+        fa, stt = step["first_audio_ms"], step["stt_ms"]
+        load = step.get("load_average", {}).get("after") or []
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    step["date"][:16].replace("T", " "),
+                    record["mode"],
+                    str(step["devices"]),
+                    str(step["turns"]),
+                    f"{step['success_ratio'] * 100:.1f}%",
+                    f"{_ms(fa['p50'])} / {_ms(fa['p95'])} / {_ms(fa['p99'])}",
+                    f"{_ms(stt['p50'])} / {_ms(stt['p95'])}",
+                    f"{step['system_cpu_cores']:.2f}",
+                    f"{step['system_rss_mib']:.0f}",
+                    f"{step['client']['cpu_cores']:.2f}",
+                    f"{step['emulator_cpu_cores']:.2f}",
+                    " ".join(f"{x:g}" for x in load),
+                    "yes" if step["meets_slo"] else "no",
+                    record["commit"],
+                    _machine(record["machine"]),
+                    _models(record["models"]),
+                    _providers(record["providers"]),
+                ]
+            )
+            + " |"
+        )
+    return rows
+
+
+TABLE_HEAD = [
+    "| date (UTC) | mode | devices | turns | success | first audio p50 / p95 / p99 ms | stt p50 / p95 ms "
+    "| system CPU (cores) | system RSS MiB | load generator CPU | emulators CPU | load avg (1/5/15 min) "
+    "| within SLO | commit | machine | models | providers |",
+    "|" + "---|" * 17,
+]
+
+
+def model_check_lines(record: dict[str, Any], profile_path: str | None = None) -> list[str]:
+    m = record["machine"]
+    pred = predict(m["cores"], m["memory_gib"], profile_path)
+    measured = int(record.get("supported_devices") or 0)
+    diff = difference(pred["plan_supported_devices"], measured)
+    share = measured / pred["compute_limit_models"] if pred["compute_limit_models"] else None
+    return [
+        f"- capacity model (`voice_operator.capacity.make_plan`, node = this machine: {m['cores']} cores, "
+        f"{m['memory_gib']:g} GiB; 0.4 core and 1.5 GiB reserved, stages planned at 70% utilization): "
+        f"**{pred['plan_supported_devices']} devices**, bottleneck {pred['plan_bottleneck']} ({pred['plan_binding']})",
+        f"- measured ({record['mode']}, {record['date'][:16]}): **{measured} devices**",
+        f"- difference (measured - predicted) / predicted: **{'-' if diff is None else f'{diff * 100:+.0f}%'}** "
+        f"(target: within 15%)",
+        f"- compute limit (cores / measured model CPU per device at the best batch size, VAD + ASR): "
+        f"{pred['compute_limit_models']} devices; with every stage's client cost: {pred['compute_limit_all_stages']}; "
+        f"measured / compute limit = {'-' if share is None else f'{share * 100:.0f}%'} (target >= 90%)",
+        "- CPU per device the profile predicts (cores): "
+        + ", ".join(f"{k} {v:.4f}" for k, v in pred["cpu_per_device"].items()),
+    ]
+
+
+def profile_lines(record: dict[str, Any]) -> list[str]:
+    step = record.get("profiled_step") or {}
+    prof = step.get("profile")
+    if not prof:
+        return ["No profile was recorded for this run."]
+    if "error" in prof:
+        return [f"py-spy failed: `{prof['error']}`"]
+    lines = [
+        f"py-spy, {prof['samples']} busy samples of the system process at {step['devices']} devices "
+        f"({prof.get('idle_samples', 0)} idle-wait samples left out). By the code the CPU was in "
+        "(top of the stack, grouped by package):",
+        "",
+        "| # | code | share of busy samples |",
+        "|---|---|---|",
+        *[
+            f"| {i} | `{r['function']}` | {r['share'] * 100:.1f}% |"
+            for i, r in enumerate(prof.get("areas", []), 1)
+        ],
+        "",
+        "By function (self time):",
+        "",
+        "| # | function (self) | share |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {i} | `{r['function']}` | {r['share'] * 100:.1f}% |" for i, r in enumerate(prof["self"], 1)]
+    lines += ["", "Inclusive time under this package's functions:", "", "| function | share |", "|---|---|"]
+    lines += [f"| `{r['function']}` | {r['share'] * 100:.1f}% |" for r in prof["inclusive_ours"]]
+    return lines
+
+
+def targets_lines(record: dict[str, Any], profile_path: str | None = None) -> list[str]:
+    m = record["machine"]
+    pred = predict(m["cores"], m["memory_gib"], profile_path)
+    measured = int(record.get("supported_devices") or 0)
+    floor = (record.get("floor") or {}).get("first_audio_ms", {}).get("p50")
+    at = next((s for s in record.get("steps", []) if s["devices"] == measured), None)
+    p95 = at["first_audio_ms"]["p95"] if at else None
+    rss = at["system_rss_mib"] if at else None
+    total_rss = sum(p["rss_mib_peak"] for p in at["processes"].values()) if at else None
+    diff = difference(pred["plan_supported_devices"], measured)
+    limit = pred["compute_limit_models"]
+
+    def verdict(ok: bool | None) -> str:
+        return "-" if ok is None else ("met" if ok else "missed")
+
+    rows = [
+        (
+            "supported >= 90% of compute limit",
+            f"{measured} of {limit}",
+            verdict(measured >= 0.9 * limit if limit else None),
+        ),
+        (
+            "single-device p50 first audio <= 900 ms",
+            f"{_ms(floor)} ms",
+            verdict(floor <= 900 if floor is not None else None),
+        ),
+        (
+            "p95 first audio <= 2000 ms at supported load",
+            f"{_ms(p95)} ms",
+            verdict(p95 <= 2000 if p95 is not None else None),
+        ),
+        (
+            "total RSS at supported load <= 2 GB",
+            f"system {rss:.0f} MiB, all processes {total_rss:.0f} MiB"
+            if rss is not None and total_rss is not None
+            else "-",
+            verdict(total_rss <= 2048 if total_rss is not None else None),
+        ),
+        (
+            "predicted vs measured within 15%",
+            "-" if diff is None else f"{diff * 100:+.0f}%",
+            verdict(abs(diff) <= 0.15 if diff is not None else None),
+        ),
+    ]
+    return ["| target | measured | |", "|---|---|---|", *[f"| {a} | {b} | {c} |" for a, b, c in rows]]
+
+
+def render(records: list[dict[str, Any]], img_dir: Path, doc_path: Path, conditions: str = "") -> str:
+    img_dir.mkdir(parents=True, exist_ok=True)
+    rel = Path("img")  # docs/img next to docs/benchmarks.md
+    lines = [
+        "# Benchmarks: devices per node",
+        "",
+        "Generated by `make bench` (`voice-pipeline bench`, then `voice-pipeline bench --docs-only`) from "
+        "`bench/results/*.json`; do not edit by hand. Workload: `../shared/docs/benchmark-workload.md` "
+        "(EN + ZH clips paced in real time, think time uniform 3-8 s, seeded); supported devices = the "
+        "largest fleet with turn success >= 99% and p95 speech end -> first audio <= the SLO (2000 ms). "
+        "Providers are local emulators with the documented profiles (their CPU is reported apart, it is "
+        "not the system's).",
+        "",
+    ]
+    if conditions:
+        lines += ["## Conditions of these measurements", "", conditions, ""]
+    for mode in MODES:
+        record = latest(records, mode)
+        if record is None:
+            lines += [f"## {mode}", "", f"No {mode} run recorded yet.", ""]
+            continue
+        lat = charts.latency_chart(record, img_dir / f"bench-{mode}-latency.png")
+        cpu = charts.cpu_chart(record, img_dir / f"bench-{mode}-cpu.png")
+        floor = (record.get("floor") or {}).get("first_audio_ms", {})
+        lines += [
+            f"## {mode}: {record['supported_devices']} devices supported",
+            "",
+            f"Run of {record['date']} on {_machine(record['machine'])}, commit {record['commit']}; "
+            f"models: {_models(record['models'])}; providers: {_providers(record['providers'])}. "
+            f"Single-device latency floor: first audio p50 {_ms(floor.get('p50'))} ms.",
+            "",
+            f"![latency vs devices]({rel / lat.name})",
+            f"![CPU and memory vs devices]({rel / cpu.name})",
+            "",
+        ]
+        if record.get("note"):
+            lines += [record["note"], ""]
+        lines += [
+            "### Targets",
+            "",
+            *targets_lines(record),
+            "",
+            "### Model check",
+            "",
+            *model_check_lines(record),
+            "",
+        ]
+        lines += ["### Where the time goes (profiler at the supported load)", "", *profile_lines(record), ""]
+    lines += ["## All measured rows", "", *TABLE_HEAD]
+    for record in records:
+        lines += step_rows(record)
+    lines.append("")
+    text = "\n".join(lines)
+    doc_path.parent.mkdir(parents=True, exist_ok=True)
+    doc_path.write_text(text, encoding="utf-8")
+    return text

@@ -1,0 +1,121 @@
+"""CPU and RSS of process trees from /proc, sampled while a fleet runs.
+
+CPU counts user + system time of every live process in the tree plus the children it has
+reaped (cutime/cstime: short-lived engine subprocesses such as espeak-ng), so nothing the
+system spends on a request escapes the figure. RSS is the sum over the live tree.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+PAGE_KIB = (os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096) // 1024
+
+
+def _stat(pid: int) -> tuple[int, float, float] | None:
+    """(ppid, own cpu seconds, reaped children's cpu seconds) of one process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    ppid = int(fields[1])
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return ppid, (utime + stime) / CLOCK_TICKS, (cutime + cstime) / CLOCK_TICKS
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * PAGE_KIB / 1024
+
+
+def tree(root: int) -> list[int]:
+    """`root` and its live descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            st = _stat(int(entry.name))
+            if st is not None:
+                children.setdefault(st[0], []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds used so far by `root`'s tree; descendants that exited before we saw them are
+    covered by their parent's reaped-children counters."""
+    total = 0.0
+    for i, pid in enumerate(tree(root)):
+        st = _stat(pid)
+        if st is None:
+            continue
+        total += st[1] + st[2] if i == 0 else st[1]
+    return total
+
+
+def tree_rss_mib(root: int) -> float:
+    return sum(_rss_mib(pid) for pid in tree(root))
+
+
+@dataclass
+class _Track:
+    cpu0: float
+    t0: float
+    cpu1: float = 0.0
+    t1: float = 0.0
+    rss: list[float] = field(default_factory=list)
+
+
+class TreeSampler:
+    """Samples named process trees every `interval` seconds on a thread (the bench process does
+    nothing else meanwhile); `stop()` returns CPU cores used and RSS per name."""
+
+    def __init__(self, roots: dict[str, int], interval: float = 1.0) -> None:
+        self.roots = roots
+        self.interval = interval
+        self._tracks: dict[str, _Track] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> TreeSampler:
+        now = time.monotonic()
+        self._tracks = {name: _Track(tree_cpu_seconds(pid), now) for name, pid in self.roots.items()}
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            for name, pid in self.roots.items():
+                self._tracks[name].rss.append(tree_rss_mib(pid))
+
+    def stop(self) -> dict[str, dict[str, Any]]:
+        self._stop.set()
+        self._thread.join()
+        now = time.monotonic()
+        out: dict[str, dict[str, Any]] = {}
+        for name, pid in self.roots.items():
+            track = self._tracks[name]
+            track.cpu1, track.t1 = tree_cpu_seconds(pid), now
+            track.rss.append(tree_rss_mib(pid))
+            wall = max(1e-9, track.t1 - track.t0)
+            out[name] = {
+                "pid": pid,
+                "cpu_seconds": round(track.cpu1 - track.cpu0, 2),
+                "cpu_cores": round((track.cpu1 - track.cpu0) / wall, 3),
+                "rss_mib_peak": round(max(track.rss), 1),
+                "rss_mib_mean": round(sum(track.rss) / len(track.rss), 1),
+            }
+        return out

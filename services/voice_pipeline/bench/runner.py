@@ -1,0 +1,183 @@
+"""A capacity run: fleet steps against a rig, each measured, until the search settles.
+
+Each step runs the fleet (`voice-pipeline simulate --devices N`) as its own process and meanwhile
+samples CPU and RSS of every process tree (system, emulators, client) over the steady window
+(after the ramp), scrapes the system's /metrics before and after, and records the machine's load
+average so a figure taken on a busy machine says so.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voice_pipeline.bench import metrics, profiler
+from voice_pipeline.bench.machine import git_commit, load_average, machine_info, now_iso
+from voice_pipeline.bench.procstat import TreeSampler
+from voice_pipeline.bench.rig import CLI, Rig
+from voice_pipeline.bench.search import next_size, supported
+from voice_pipeline.simulator.stats import meets_slo
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    duration_s: float = 60.0
+    ramp_s: float = 10.0
+    seed: int = 0
+    turn_timeout_s: float = 30.0
+    slo_ms: float = 2000.0
+    min_success: float = 0.99
+
+
+def run_step(
+    rig: Rig, devices: int, plan: StepPlan, work_dir: Path, profile_s: float = 0.0
+) -> dict[str, Any]:
+    """One fleet of `devices` against the rig, measured; `profile_s` > 0 also runs py-spy."""
+    out = work_dir / f"fleet-{rig.mode}-n{devices}-{int(time.time())}.json"
+    argv = [*CLI, "simulate", "--url", rig.url, "--devices", str(devices), "--duration", str(plan.duration_s)]
+    argv += ["--ramp", str(plan.ramp_s), "--seed", str(plan.seed), "--turn-timeout", str(plan.turn_timeout_s)]
+    argv += ["--output", str(out)]
+    load_before = load_average()
+    before = metrics.scrape(rig.metrics_urls())
+    t0 = time.monotonic()
+    with (work_dir / "fleet.log").open("ab") as log:
+        client = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+    # Steady state only: the sampler starts when every device has connected.
+    time.sleep(min(plan.ramp_s, plan.duration_s))
+    sampler = TreeSampler({**rig.roots(), "client": client.pid}).start()
+    spy = None
+    spy_out = work_dir / f"pyspy-{rig.mode}-n{devices}.txt"
+    if profile_s > 0:
+        system_pid = rig.procs[rig.system_names()[0]].process.pid
+        spy = profiler.record(system_pid, min(profile_s, plan.duration_s), spy_out)
+    try:
+        client.wait(plan.ramp_s + plan.duration_s + plan.turn_timeout_s + 120)
+    except subprocess.TimeoutExpired:
+        client.kill()
+        client.wait()
+    usage = sampler.stop()
+    seconds = time.monotonic() - t0
+    after = metrics.scrape(rig.metrics_urls())
+    if not out.exists():
+        raise RuntimeError(
+            f"the fleet of {devices} wrote no result (exit {client.returncode}); see {work_dir}/fleet.log"
+        )
+    fleet = json.loads(out.read_text())
+    system = [usage[name] for name in rig.system_names()]
+    step: dict[str, Any] = {
+        "devices": devices,
+        "date": now_iso(),
+        "load_average": {"before": load_before, "after": load_average()},
+        **{
+            k: fleet[k]
+            for k in (
+                "turns",
+                "ok_turns",
+                "success_ratio",
+                "first_audio_ms",
+                "stt_ms",
+                "first_token_ms",
+                "errors",
+                "clips",
+            )
+        },
+        "duration_s": plan.duration_s,
+        "ramp_s": plan.ramp_s,
+        "client": {**fleet["client"], "sampled": usage.get("client")},
+        "processes": usage,
+        "system_cpu_cores": round(sum(p["cpu_cores"] for p in system), 3),
+        "system_rss_mib": round(sum(p["rss_mib_peak"] for p in system), 1),
+        "emulator_cpu_cores": round(
+            sum(v["cpu_cores"] for k, v in usage.items() if k.endswith("emulator")), 3
+        ),
+        "stages": metrics.stage_deltas(before, after, seconds),
+    }
+    step["meets_slo"] = meets_slo(step, plan.slo_ms, plan.min_success)
+    if spy is not None:
+        _, err = spy.communicate(timeout=plan.duration_s + 60)
+        if spy_out.exists():
+            step["profile"] = profiler.summarize(spy_out.read_text(errors="replace"))
+        else:
+            step["profile"] = {"error": err.decode(errors="replace")[-300:]}
+    return step
+
+
+def search(
+    rig: Rig,
+    plan: StepPlan,
+    work_dir: Path,
+    start: int = 8,
+    growth: float = 1.5,
+    resolution: float = 0.1,
+    max_devices: int = 400,
+    max_steps: int = 12,
+    floor: bool = True,
+    profile_s: float = 30.0,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Single-device latency floor, then the stepped search, then py-spy at the supported load."""
+    log = log or sys.stderr
+    steps: list[dict[str, Any]] = []
+    outcomes: dict[int, bool] = {}
+
+    def run(n: int, profile: float = 0.0) -> dict[str, Any]:
+        print(f"[bench {rig.mode}] {n} devices for {plan.duration_s:.0f} s ...", file=log, flush=True)
+        step = run_step(rig, n, plan, work_dir, profile)
+        fa = step["first_audio_ms"]
+        print(
+            f"[bench {rig.mode}] {n} devices: success {step['success_ratio'] * 100:.1f}% p95 first audio "
+            f"{fa['p95']} ms, system cpu {step['system_cpu_cores']:.2f} cores, rss {step['system_rss_mib']:.0f} MiB, "
+            f"client cpu {step['client']['cpu_cores']:.2f}, load {step['load_average']['after']} -> "
+            f"{'PASS' if step['meets_slo'] else 'FAIL'}",
+            file=log,
+            flush=True,
+        )
+        return step
+
+    floor_step = run(1) if floor else None
+    while len(outcomes) < max_steps:
+        n = next_size(outcomes, start, growth, resolution, max_devices)
+        if n is None:
+            break
+        step = run(n)
+        steps.append(step)
+        outcomes[n] = step["meets_slo"]
+    best = supported(outcomes)
+    profiled = run(best, profile_s) if best and profile_s > 0 else None
+    return {
+        "floor": floor_step,
+        "steps": steps,
+        "supported_devices": best,
+        "profiled_step": profiled,
+    }
+
+
+def run_record(
+    mode: str, rig: Rig, plan: StepPlan, result: dict[str, Any], models: dict[str, str], note: str
+) -> dict[str, Any]:
+    """The JSON written to bench/results: everything needed to judge and reproduce the figure."""
+    return {
+        "kind": "capacity-search",
+        "mode": mode,
+        "date": now_iso(),
+        "machine": machine_info(),
+        "commit": git_commit(),
+        "models": models,
+        "providers": rig.profile_json(),
+        "workload": {
+            "duration_s": plan.duration_s,
+            "ramp_s": plan.ramp_s,
+            "think_s": [3.0, 8.0],
+            "seed": plan.seed,
+            "clips": "tests/fixtures en_weather, en_hello, zh_story, zh_hello",
+        },
+        "slo_ms": plan.slo_ms,
+        "min_success": plan.min_success,
+        "note": note,
+        **result,
+    }

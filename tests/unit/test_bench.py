@@ -1,0 +1,129 @@
+"""Pure parts of the benchmark: search steps, fleet statistics, Opus packet sizes, profiles,
+emulator replies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voice_pipeline.bench.profiler import area, summarize
+from voice_pipeline.bench.search import next_size, supported
+from voice_pipeline.common.audio import OpusEncoder
+from voice_pipeline.emulators.llm import reply_language, reply_tokens
+from voice_pipeline.emulators.profiles import TtsProfile
+from voice_pipeline.emulators.tts import render_voice, speech_seconds, wav_header
+from voice_pipeline.simulator.device import encode_clip, opus_packet_samples
+from voice_pipeline.simulator.stats import TurnRecord, meets_slo, percentile
+from voice_pipeline.simulator.stats import summarize as summarize_turns
+
+
+def _search(truth: int, start: int = 8, max_devices: int = 400) -> tuple[list[int], int]:
+    outcomes: dict[int, bool] = {}
+    tried = []
+    while (n := next_size(outcomes, start, max_devices=max_devices)) is not None:
+        assert n not in outcomes, "a size is never run twice"
+        tried.append(n)
+        outcomes[n] = n <= truth
+    return tried, supported(outcomes)
+
+
+@pytest.mark.parametrize("truth", [1, 5, 8, 9, 37, 120])
+def test_search_finds_the_supported_size_within_resolution(truth: int) -> None:
+    tried, found = _search(truth)
+    assert found <= truth
+    assert truth - found <= max(1, int(truth * 0.1)), (tried, found)
+    assert len(tried) <= 14
+
+
+def test_search_when_nothing_passes_ends_at_zero() -> None:
+    tried, found = _search(0)
+    assert found == 0 and tried[-1] == 1
+
+
+def test_search_stops_at_max_devices() -> None:
+    tried, found = _search(10_000, max_devices=50)
+    assert found == 50 and max(tried) == 50
+
+
+def test_a_pass_above_a_failure_does_not_count() -> None:
+    assert supported({8: True, 12: False, 18: True}) == 8
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 50) == 50
+    assert percentile(values, 95) == 95
+    assert percentile(values, 99) == 99
+    assert percentile([7], 99) == 7
+    assert percentile([], 50) is None
+
+
+def test_summary_counts_failures_against_success_not_latency() -> None:
+    records = [TurnRecord(i, 0, "c", True, stt_ms=100, first_audio_ms=900 + i) for i in range(99)]
+    records.append(TurnRecord(99, 0, "c", False, error="reply_timeout: 12 s"))
+    summary = summarize_turns(records)
+    assert summary["turns"] == 100 and summary["ok_turns"] == 99
+    assert summary["success_ratio"] == 0.99
+    assert summary["first_audio_ms"]["count"] == 99
+    assert summary["errors"] == {"reply_timeout: ## s": 1}
+    assert meets_slo(summary, 2000)
+    assert not meets_slo(summary, 950)  # p95 = 994 ms
+    assert not meets_slo({**summary, "success_ratio": 0.98}, 2000)
+
+
+def test_opus_packet_samples_match_the_decoder() -> None:
+    from voice_pipeline.common.audio import OpusDecoder
+
+    rng = np.random.default_rng(0)
+    for rate, app in ((16000, "voip"), (24000, "audio")):
+        encoder = OpusEncoder(rate, 60, application=app)
+        decoder = OpusDecoder(rate, 60)
+        packet = encoder.encode((rng.standard_normal(encoder.frame_size) * 3000).astype(np.int16))
+        assert opus_packet_samples(packet, rate) == len(decoder.decode(packet)) == encoder.frame_size
+    assert opus_packet_samples(b"", 24000) == 0
+
+
+def test_encoded_clip_is_the_clip_in_60_ms_frames() -> None:
+    clip = encode_clip(np.zeros(16000 * 2 + 100, np.int16), "x", "en")
+    assert len(clip.frames) == 34 and clip.seconds == pytest.approx(2.04)
+    assert opus_packet_samples(clip.silence, 16000) == 960
+
+
+def test_profile_summary_drops_idle_and_groups_by_code() -> None:
+    collapsed = "\n".join(
+        [
+            'process 1:"python";<module> (voice_pipeline/cli.py:1);run (asyncio/base_events.py:9);Runner.run (asyncio/runners.py:118) 50',
+            "<module> (voice_pipeline/cli.py:1);synthesize (voice_pipeline/tts/stage.py:90);encode (opuslib/api/encoder.py:12) 30",
+            "<module> (voice_pipeline/cli.py:1);feed (voice_pipeline/vad/stage.py:40);run (onnxruntime/capi/session.py:200) 10",
+            "garbage line",
+        ]
+    )
+    prof = summarize(collapsed)
+    assert prof["samples"] == 40 and prof["idle_samples"] == 50
+    assert prof["areas"][0] == {"function": "opuslib", "samples": 30, "share": 0.75}
+    assert prof["self"][0]["function"] == "encode (opuslib/api/encoder.py)"
+    inclusive = {r["function"] for r in prof["inclusive_ours"]}
+    assert "synthesize (voice_pipeline/tts/stage.py)" in inclusive
+    assert not any("cli.py" in name for name in inclusive)
+    assert area("feed (voice_pipeline/vad/stage.py:40)") == "voice_pipeline/vad"
+
+
+def test_llm_emulator_answers_in_the_language_heard() -> None:
+    zh = [{"role": "system", "content": "x"}, {"role": "user", "content": "我想听一个故事"}]
+    en = [{"role": "system", "content": "你是"}, {"role": "user", "content": "tell me a joke"}]
+    assert reply_language(zh) == "zh" and reply_language(en) == "en"
+    zh_text = "".join(reply_tokens(zh, 4096))
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in zh_text)
+    en_tokens = reply_tokens(en, 4096)
+    assert 50 <= len("".join(en_tokens)) <= 120 and all(t.strip() for t in en_tokens)
+    assert len(reply_tokens(en, 3)) == 3
+
+
+def test_tts_emulator_audio_lasts_as_long_as_speech() -> None:
+    profile = TtsProfile()
+    assert speech_seconds("a" * 140, profile) == pytest.approx(10.0)
+    assert speech_seconds("你好" * 9, profile) == pytest.approx(4.0)
+    assert speech_seconds("hi", profile) == 0.3  # never empty
+    voice = render_voice(24000, 1.0)
+    assert len(voice) == 48000 and max(np.frombuffer(voice, "<i2")) > 1000
+    assert wav_header(24000)[:4] == b"RIFF" and len(wav_header(24000)) == 44

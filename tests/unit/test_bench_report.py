@@ -1,0 +1,133 @@
+"""The benchmark page and the capacity report render from a small result file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Charts need matplotlib (the `bench` extra; `make test` installs it through test-prereqs).
+from voice_pipeline.bench.docs import render
+from voice_pipeline.bench.report import render_report
+from voice_pipeline.bench.results import load_all, save
+
+
+def _step(devices: int, p95: float, ok: bool) -> dict[str, Any]:
+    dist = {"count": 10, "p50": p95 * 0.6, "p95": p95, "p99": p95 * 1.1, "mean": p95 * 0.7, "max": p95 * 1.2}
+    proc = {
+        "pid": 1,
+        "cpu_seconds": 10.0,
+        "cpu_cores": 0.02 * devices,
+        "rss_mib_peak": 400.0,
+        "rss_mib_mean": 390.0,
+    }
+    return {
+        "devices": devices,
+        "date": "2026-11-25T01:00:00Z",
+        "load_average": {"before": [0.5, 0.4, 0.3], "after": [1.5, 0.9, 0.5]},
+        "turns": devices * 4,
+        "ok_turns": devices * 4,
+        "success_ratio": 1.0,
+        "first_audio_ms": dist,
+        "stt_ms": {**dist, "p50": 200, "p95": 400},
+        "first_token_ms": dist,
+        "errors": {},
+        "client": {"cpu_cores": 0.05, "loop_lag_ms": dist},
+        "processes": {"server": proc, "llm-emulator": {**proc, "cpu_cores": 0.01, "rss_mib_peak": 60.0}},
+        "system_cpu_cores": 0.02 * devices,
+        "system_rss_mib": 400.0,
+        "emulator_cpu_cores": 0.01,
+        "stages": {
+            s: {
+                "requests": 40,
+                "busy_seconds": 3.0,
+                "busy_share": 0.05,
+                "mean_batch": 1.5,
+                "mean_latency_ms": 120.0,
+            }
+            for s in ("vad", "asr", "llm", "tts")
+        },
+        "meets_slo": ok,
+    }
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    record = {
+        "kind": "capacity-search",
+        "mode": "allinone",
+        "date": "2026-11-25T01:10:00Z",
+        "machine": {"cores": 2, "memory_gib": 23.5, "cpu": "Test CPU", "kernel": "6", "python": "3.11"},
+        "commit": "abc1234",
+        "models": {"vad": "silero-vad", "asr": "whisper-base", "llm": "emulator", "tts": "emulator"},
+        "providers": {
+            "llm": {"describe": "LLM: first token 400 ms"},
+            "tts": {"describe": "TTS: first audio 250 ms"},
+        },
+        "slo_ms": 2000.0,
+        "note": "measured on a test fixture",
+        "floor": _step(1, 950, True),
+        "steps": [_step(8, 1200, True), _step(12, 1500, True), _step(18, 2600, False)],
+        "supported_devices": 12,
+        "profiled_step": {
+            **_step(12, 1500, True),
+            "profile": {
+                "samples": 100,
+                "idle_samples": 20,
+                "self": [{"function": "encode (opuslib/api/encoder.py)", "samples": 30, "share": 0.3}],
+                "areas": [{"function": "opuslib", "samples": 30, "share": 0.3}],
+                "inclusive_ours": [
+                    {"function": "synthesize (voice_pipeline/tts/stage.py)", "samples": 40, "share": 0.4}
+                ],
+            },
+        },
+    }
+    directory = tmp_path / "results"
+    save(record, directory)
+    (directory / "not-a-search.json").write_text(json.dumps({"kind": "other"}))
+    return directory
+
+
+def test_benchmarks_page_has_table_plots_model_check_and_profile(results: Path, tmp_path: Path) -> None:
+    records = load_all(results)
+    assert len(records) == 1
+    doc = tmp_path / "docs" / "benchmarks.md"
+    text = render(records, tmp_path / "docs" / "img", doc, conditions="2 cores shared with 5 other jobs")
+    assert doc.read_text() == text
+    assert "## allinone: 12 devices supported" in text
+    assert "2 cores shared with 5 other jobs" in text
+    assert text.count("| 2026-11-25 01:00 | allinone |") == 4  # floor + three steps
+    assert "1.5 0.9 0.5" in text  # load average recorded with each row
+    assert "abc1234" in text and "whisper-base" in text and "first token 400 ms" in text
+    assert "capacity model" in text and "difference (measured - predicted)" in text
+    assert "`opuslib`" in text
+    assert "No distributed run recorded yet." in text
+    for png in ("bench-allinone-latency.png", "bench-allinone-cpu.png"):
+        assert (tmp_path / "docs" / "img" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_capacity_report_covers_stages_node_sizes_and_measurement(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "docs" / "capacity-report.md"
+    text = render_report(load_all(results), out, target=60)
+    for heading in ("## Stages", "## Node sizes", "## Measured on this machine", "### Model check"):
+        assert heading in text
+    assert "| supported devices |" in text and "4c8g" in text and "4c32g" in text
+    assert "Bottleneck: asr" in text
+    assert "supported devices: **12**" in text
+    for png in ("report-stage-capacity.png", "report-node-sizes.png", "report-allinone-latency.png"):
+        assert (out.parent / "img" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_without_benchmarks_says_how_to_get_them(tmp_path: Path) -> None:
+    text = render_report([], tmp_path / "r.md")
+    assert "run `make bench`" in text
+
+
+def test_a_corrupt_result_file_is_a_clear_error(tmp_path: Path) -> None:
+    from voice_pipeline.common.errors import ConfigError
+
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match=r"bad\.json"):
+        load_all(tmp_path)
