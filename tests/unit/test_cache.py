@@ -17,8 +17,9 @@ from voice_pipeline.cache.build import open_caches
 from voice_pipeline.cache.guard import CacheUnavailable, GuardedBackend
 from voice_pipeline.cache.llm_cache import CachedLlm, SemanticReplies, cacheable_question, reply_deltas
 from voice_pipeline.cache.preload import SpeechFormat, load_questions, preload, reply_sentences
-from voice_pipeline.cache.semantic import VectorIndex, decode_entry, encode_entry
+from voice_pipeline.cache.semantic import Vector, VectorIndex, decode_entry, encode_entry
 from voice_pipeline.cache.settings import CacheSettings
+from voice_pipeline.common.audio import Int16Array
 from voice_pipeline.common.errors import ConfigError, ProviderUnavailableError
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.stages import ChatMessage, Language, SpeechAudio, SpeechRequest, Transcript
@@ -216,7 +217,7 @@ class CountingAsr:
         self.calls = 0
         self.fail = fail
 
-    async def transcribe(self, pcm: np.ndarray, language: Language) -> Transcript:
+    async def transcribe(self, pcm: Int16Array, language: Language) -> Transcript:
         self.calls += 1
         if self.fail:
             raise ProviderUnavailableError("asr", "model crashed")
@@ -319,7 +320,7 @@ class TableEmbedder:
         self.groups = {"weather": 0, "joke": 1, "name": 2}
         self.calls = 0
 
-    async def embed(self, text: str) -> np.ndarray:
+    async def embed(self, text: str) -> Vector:
         self.calls += 1
         group = next((g for word, g in self.groups.items() if word in text.lower()), 3)
         v = np.full(4, 0.0, np.float32)
@@ -448,8 +449,8 @@ def test_vector_index_masks_expired_and_keeps_the_newest() -> None:
     index = VectorIndex(dim=2, max_size=2)
     east, north = np.array([1, 0], np.float32), np.array([0, 1], np.float32)
     index.add([("old", 10.0, east), ("a", 100.0, north)])
-    assert index.best(east, now=5.0) == ("old", pytest.approx(1.0))
-    assert index.best(east, now=50.0) == ("a", pytest.approx(0.0))  # "old" expired
+    assert index.best(east, now=5.0) == ("old", 1.0)
+    assert index.best(east, now=50.0) == ("a", 0.0)  # "old" expired
     index.add([("b", 100.0, east)])
     assert len(index) == 2 and index.ids == ["a", "b"]
     assert VectorIndex(dim=2, max_size=2).best(east, 0) is None
