@@ -154,7 +154,7 @@ def test_rbac_is_namespaced_and_least_privilege() -> None:
     assert not any("*" in item for item in granted)
     assert not any(r in ("secrets", "pods", "roles", "rolebindings") for _, r, _ in granted)
     # Exactly what the operator does: kopf watches/patches VoicePipelines and their status, posts
-    # Events; reconcile GETs and server-side-applies (PATCH) the objects it owns.
+    # Events; reconcile GETs and server-side-applies (PATCH, authorized as create when it creates) what it owns.
     owned = {
         ("apps", "deployments"),
         ("", "services"),
@@ -162,7 +162,9 @@ def test_rbac_is_namespaced_and_least_privilege() -> None:
         ("policy", "poddisruptionbudgets"),
     }
     for group, resource in owned:
-        assert {v for g, r, v in granted if (g, r) == (group, resource)} == {"get", "patch"}, resource
+        assert {v for g, r, v in granted if (g, r) == (group, resource)} == {"get", "create", "patch"}, (
+            resource
+        )
     assert {v for g, r, v in granted if r == "voicepipelines"} == {"get", "list", "watch", "patch"}
     assert {v for g, r, v in granted if r == "events"} == {"create"}
 
