@@ -46,7 +46,10 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("distributed")
-    stages = {stage: launch(tmp, stage, {}) for stage in STAGES}
+    # The box is shared with other test runs: a cold llama.cpp server's first token can take longer
+    # than the 15 s default there. Give it room; the tests assert behaviour, not speed.
+    extra = {"llm": {"VP_LLM__FIRST_TOKEN_TIMEOUT_S": "90"}}
+    stages = {stage: launch(tmp, stage, extra.get(stage, {})) for stage in STAGES}
     try:
         wait_ready(list(stages.values()))
         urls = {f"VP_STAGES__{s.upper()}_URL": p.http for s, p in stages.items()}
