@@ -251,17 +251,28 @@ async def test_breaker_skips_a_dead_provider_then_probes_it_after_cooldown() -> 
     assert dead.calls == 3 and states[0].breaker.state(clock()) == "closed"
 
 
-async def test_all_breakers_open_fails_fast_with_the_next_probe_time() -> None:
+async def test_all_breakers_open_still_tries_the_provider_due_soonest() -> None:
     clock = Clock()
-    dead = FakeProvider("dead", clock)
-    dead.fail_before = True
-    router, _ = _router(_states(dead), clock)
+    a, b = FakeProvider("a", clock), FakeProvider("b", clock)
+    a.fail_before = b.fail_before = True
+    states = _states(a, b)
+    router, _ = _router(states, clock)
     for _ in range(2):
         with pytest.raises(ProviderUnavailableError, match="every provider failed"):
             await _reply(router)
-    with pytest.raises(ProviderUnavailableError, match=r"circuit breaker is open; next probe in 10\.0 s"):
-        await _reply(router)
-    assert dead.calls == 2
+    assert states[0].breaker.state(clock()) == states[1].breaker.state(clock()) == "open"
+    clock.now += 1
+    states[1].breaker.opened_at = clock.now - 5  # b's cooldown ends first
+    b.fail_before = False  # b recovered: the last-resort attempt succeeds
+    assert await _reply(router) == ["a", "b", "c"]
+    assert (a.calls, b.calls) == (2, 3)
+    assert states[1].breaker.state(clock()) == "closed"
+    with pytest.raises(ProviderUnavailableError, match="every provider failed"):
+        b.fail_before = True
+        states[1].breaker.failure(clock())
+        states[1].breaker.failure(clock())
+        await _reply(router)  # a's cooldown is older: one last-resort attempt, b is not tried too
+    assert (a.calls, b.calls) == (3, 3)
 
 
 async def test_cancelled_caller_counts_cancelled_and_frees_the_slot() -> None:

@@ -12,7 +12,9 @@ provider is full the caller gets OverloadedError at once (never an unbounded wai
 
 Circuit breaker (per provider). Closed: requests flow. `failures_to_open` consecutive failures open
 it: the provider is skipped for `cooldown_s`. Then half-open: exactly one request probes it;
-success closes the breaker, failure opens it for another cooldown.
+success closes the breaker, failure opens it for another cooldown. When every breaker is open, a
+request still goes to the provider due to be probed soonest: with no alternative, refusing at once
+would only turn a slow provider into certain failure.
 
 Failover. A provider that fails before its first token (connection refused, HTTP error, no token
 within `first_token_timeout_s`) costs nothing but time: the next provider by score is tried with
@@ -169,16 +171,15 @@ class LlmRouter:
         full = [s for s in untried if s.breaker.allows(now) and s.inflight >= s.max_concurrency]
         if full:
             raise OverloadedError(STAGE, sum(s.max_concurrency for s in full))
-        waits = [
-            max(0.0, s.breaker.cooldown_s - (now - s.breaker.opened_at))
-            for s in untried
-            if s.breaker.opened_at is not None
-        ]
-        raise ProviderUnavailableError(
-            STAGE,
-            "every provider's circuit breaker is open"
-            + (f"; next probe in {min(waits):.1f} s" if waits else ""),
-        )
+        # Every breaker is open and nothing was tried yet. Failing fast helps nobody when there is
+        # no alternative (the single local server busy with a long queue trips its breaker just
+        # like a dead one), so the provider due to be probed soonest gets this request.
+        spare = [s for s in untried if s.inflight < s.max_concurrency]
+        if not spare:
+            raise OverloadedError(STAGE, sum(s.max_concurrency for s in untried))
+        last = min(spare, key=lambda s: s.breaker.opened_at or 0.0)
+        log.info("every llm provider's breaker is open; trying %s as the last resort", last.name)
+        return last
 
     async def stream_chat(self, messages: list[ChatMessage]) -> AsyncGenerator[str, None]:
         tried: set[str] = set()
