@@ -44,12 +44,15 @@ def helm(kube: Cluster, *args: str, check: bool = True) -> subprocess.CompletedP
 
 @pytest.mark.parametrize("values", sorted((CHART / "ci").glob("*-values.yaml")), ids=lambda p: p.name)
 def test_rendered_manifests_pass_server_side_validation(kube: Cluster, namespace: str, values: Path) -> None:
-    rendered = helm(kube, "template", RELEASE, str(CHART), "-n", namespace, "-f", str(values)).stdout
+    rendered = helm(
+        kube, "template", RELEASE, str(CHART), "-n", namespace, "-f", str(values), "--include-crds"
+    ).stdout
     result = kube.kubectl(
         "-n", namespace, "apply", "--dry-run=server", "-f", "-", input=rendered, check=False
     )
     assert result.returncode == 0, result.stderr
     assert "voicepipeline.voice.pipeline.dev/" in result.stdout and "(server dry run)" in result.stdout
+    assert "customresourcedefinition.apiextensions.k8s.io/voicepipelines.voice.pipeline.dev" in result.stdout
 
 
 def _token_kubeconfig(kube: Cluster, namespace: str, service_account: str, path: Path) -> Path:
