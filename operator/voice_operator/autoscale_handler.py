@@ -210,8 +210,12 @@ async def autoscale(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         "recommendation": decision.recommendation,
         "lastActions": history,
     }
+    if {k: v for k, v in observed.items() if k != "time"} == {
+        k: v for k, v in old_observed.items() if k != "time"
+    }:
+        observed["time"] = old_observed.get("time")  # nothing new seen: no write
     new_status = {**status, "observed": observed}
-    if enabled:
+    if enabled and snapshot.state in ("ok", "partial"):  # without signals there is nothing to decide
         new_status["autoscaling"] = autoscaling_status(decision, previous, generation)
         loop.autoscaling = new_status["autoscaling"]
     changed_factors = factors_from_status(new_status) != factors_from_status(status)

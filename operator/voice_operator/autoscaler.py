@@ -30,6 +30,7 @@ from voice_operator.prometheus import Snapshot, StageSignals
 from voice_operator.quantity import format_cpu, format_memory
 
 HIGH_UTILIZATION = 0.85  # scale up above this
+IDLE = 0.01  # below this saturation everywhere there is no bottleneck to name
 LOW_PRESSURE = 0.5  # queue wait / in-flight / latency below half their budget count as slack
 # Share of the end-to-end SLO (speech end -> first audio) each stage's p95 latency may take, and the
 # share of it queueing may take. Policy, not measurement: the LLM's first sentence dominates a turn.
@@ -262,7 +263,10 @@ def decide(
     }
     notes = [f"{stage}: no series, left alone" for stage in current if stage not in pressures]
     saturation = {stage: round(p.saturation, 3) for stage, p in pressures.items()}
+    # The stage that binds first; none while everything idles.
     bottleneck = max(saturation, key=lambda s: saturation[s]) if saturation else ""
+    if bottleneck and saturation[bottleneck] < IDLE:
+        bottleneck = ""
 
     ups: list[Action] = []
     downs: list[Action] = []
