@@ -15,7 +15,7 @@ from voice_pipeline.cache.audio_caches import CachedAsr, CachedTts
 from voice_pipeline.cache.backend import START, MemoryBackend
 from voice_pipeline.cache.build import open_caches
 from voice_pipeline.cache.guard import CacheUnavailable, GuardedBackend
-from voice_pipeline.cache.llm_cache import CachedLlm, SemanticReplies, cacheable_question, reply_deltas
+from voice_pipeline.cache.llm_cache import CachedLlm, SemanticReplies, cacheable_question
 from voice_pipeline.cache.preload import SpeechFormat, load_questions, preload, reply_sentences
 from voice_pipeline.cache.semantic import Vector, VectorIndex, decode_entry, encode_entry
 from voice_pipeline.cache.settings import CacheSettings
@@ -86,7 +86,9 @@ def test_codecs_round_trip_and_reject_garbage() -> None:
         keys.decode_packets(keys.encode_packets(packets)[:-1])
     with pytest.raises(ValueError):
         keys.decode_packets(keys.encode_packets(packets) + b"x")
-    assert keys.decode_reply(keys.encode_reply("q?", "答。")) == ("q?", "答。")
+    assert keys.decode_reply(keys.encode_reply("q?", ["答", "。"])) == ("q?", ["答", "。"])
+    with pytest.raises(ValueError):
+        keys.decode_reply(b'{"q": "q?", "d": "not a list"}')
     vec = np.linspace(-1, 1, 8, dtype=np.float32)
     entry_id, expires, back = decode_entry(encode_entry("a" * 32, 12.5, vec), 8)
     assert (entry_id, expires) == ("a" * 32, 12.5) and np.array_equal(back, vec)
@@ -360,12 +362,12 @@ async def reply_of(llm: CachedLlm, messages: list[ChatMessage]) -> str:
     return "".join([d async for d in llm.stream_chat(messages)])
 
 
-async def test_llm_paraphrase_hits_and_streams_the_reply_in_deltas() -> None:
+async def test_llm_paraphrase_hits_and_replays_the_same_deltas() -> None:
     metrics, inner = Metrics(), ScriptedLlm()
     llm = llm_wrapper(inner, metrics)
-    first = await reply_of(llm, first_turn("What's the weather?"))
-    deltas = [d async for d in llm.stream_chat(first_turn("How is the weather today?"))]
-    assert "".join(deltas).strip() == first.strip() and len(deltas) > 1 and inner.calls == 1
+    first = [d async for d in llm.stream_chat(first_turn("What's the weather?"))]
+    again = [d async for d in llm.stream_chat(first_turn("How is the weather today?"))]
+    assert again == first and len(again) > 1 and inner.calls == 1
     assert cache_count(metrics, "llm", "hit") == 1 and cache_count(metrics, "llm", "miss") == 1
     await reply_of(llm, first_turn("Tell me a joke"))
     assert inner.calls == 2
@@ -435,14 +437,11 @@ async def test_llm_replicas_share_entries_through_the_backend() -> None:
     assert (a_inner.calls, b_inner.calls) == (1, 0)
 
 
-def test_cacheable_question_and_reply_deltas() -> None:
+def test_cacheable_question() -> None:
     assert cacheable_question(first_turn("  Hi,  there! ")) == ("You are helpful.", "hi there")
     assert cacheable_question([ChatMessage("user", "Hi")]) == ("", "hi")
     assert cacheable_question(first_turn("   ")) is None
     assert cacheable_question([*first_turn("a"), ChatMessage("assistant", "b")]) is None
-    for text in ("It is sunny. Take a hat!", "今天晴天，记得带帽子。出门愉快！", "Mixed 中文，and text."):
-        parts = reply_deltas(text)
-        assert "".join(parts) == text and len(parts) > 1
 
 
 def test_vector_index_masks_expired_and_keeps_the_newest() -> None:
@@ -482,7 +481,7 @@ async def test_preload_answers_each_question_once_and_warms_the_tts_cache() -> N
     questions = {"en": ["What's the weather?", "Tell me a joke"]}
     report = await preload(questions, prompts, llm, tts, SpeechFormat(24000, 60))
     assert report.answered == 2 and inner_llm.calls == 2
-    sentences = reply_sentences("Sure thing. Here it comes.")
+    sentences = reply_sentences([w + " " for w in ["Sure", "thing.", "Here", "it", "comes."]])
     assert len(sentences) == 2 and report.sentences == 4
     assert inner_tts.calls == 2  # both replies are the same two sentences: synthesized once
     await preload(questions, prompts, llm, tts, SpeechFormat(24000, 60))  # already warm

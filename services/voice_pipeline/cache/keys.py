@@ -116,10 +116,15 @@ def llm_reply_key(prefix: str, namespace: str, entry_id: str) -> str:
     return f"{prefix}:{VERSION}:llm:reply:{namespace}:{entry_id}"
 
 
-def encode_reply(question: str, reply: str) -> bytes:
-    return json.dumps({"q": question, "a": reply}, ensure_ascii=False).encode()
+def encode_reply(question: str, deltas: list[str]) -> bytes:
+    """The reply as the deltas the provider streamed, so a hit replays them exactly: the gateway's
+    sentence splitter then cuts the same sentences, and those find their audio in the TTS cache."""
+    return json.dumps({"q": question, "d": deltas}, ensure_ascii=False).encode()
 
 
-def decode_reply(data: bytes) -> tuple[str, str]:
+def decode_reply(data: bytes) -> tuple[str, list[str]]:
     obj = json.loads(data)
-    return str(obj["q"]), str(obj["a"])
+    deltas = obj["d"]
+    if not isinstance(deltas, list) or not all(isinstance(d, str) for d in deltas):
+        raise ValueError("reply deltas must be a list of strings")
+    return str(obj["q"]), deltas

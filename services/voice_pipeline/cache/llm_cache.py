@@ -1,10 +1,10 @@
 """`LlmStage` with a semantic cache of first-turn replies.
 
 Only a request without earlier turns (system prompt + one user message) is looked up or stored: a
-reply that depends on history must not be served to someone with another history. A hit streams the
-cached reply as deltas (word by word, punctuation kept), so the gateway's sentence splitter and TTS
-work exactly as with a live provider. A miss streams the provider's reply through and stores it only
-when the stream completed: a cancelled (barge-in), failed or empty reply is never stored.
+reply that depends on history must not be served to someone with another history. A hit replays
+the deltas the provider once streamed, so the gateway's sentence splitter cuts the same sentences
+(and finds their audio in the TTS cache). A miss streams the provider's reply through and stores it
+only when the stream completed: a cancelled (barge-in), failed or empty reply is never stored.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +25,6 @@ from voice_pipeline.common.stages import ChatMessage, LlmStage
 log = logging.getLogger(__name__)
 
 STAGE = "llm"
-_DELTA = re.compile(r"\S+\s*|\s+")
 
 
 def cacheable_question(messages: list[ChatMessage]) -> tuple[str, str] | None:
@@ -38,14 +36,6 @@ def cacheable_question(messages: list[ChatMessage]) -> tuple[str, str] | None:
         question = normalize_question(messages[0].content)
         return ("", question) if question else None
     return None
-
-
-def reply_deltas(reply: str) -> list[str]:
-    """The cached reply cut into deltas: words with their trailing space (CJK: runs up to punctuation)."""
-    parts: list[str] = []
-    for token in _DELTA.findall(reply):
-        parts.extend(p for p in re.split(r"(?<=[，。！？；、,.!?;])", token) if p)
-    return parts
 
 
 class SemanticReplies:
@@ -71,9 +61,10 @@ class SemanticReplies:
         self.mirrors = VectorMirrors(embedder.dim, index_size)
         self._embed_failed = False  # warned once
 
-    async def lookup(self, namespace: str, question: str) -> tuple[str | None, Vector]:
-        """The cached reply for the nearest earlier question at or above the threshold (or None), and
-        this question's vector (to store the reply under after a miss). Raises CacheUnavailable."""
+    async def lookup(self, namespace: str, question: str) -> tuple[list[str] | None, Vector]:
+        """The cached reply deltas of the nearest earlier question at or above the threshold (or
+        None), and this question's vector (to store the reply under after a miss). Raises
+        CacheUnavailable."""
         self.guard.check()  # Redis known down: skip the embedding too
         try:
             vector = await self.embedder.embed(question)
@@ -92,20 +83,20 @@ class SemanticReplies:
         if data is None:
             return None, vector
         try:
-            cached_question, reply = keys.decode_reply(data)
-        except (ValueError, KeyError) as exc:
+            cached_question, deltas = keys.decode_reply(data)
+        except (ValueError, KeyError, TypeError) as exc:
             log.warning("unreadable cached reply %s (%s): treated as a miss", key, exc)
             return None, vector
         log.debug("semantic hit %.3f: %r ~ %r", score, question[:60], cached_question[:60])
-        return reply, vector
+        return deltas, vector
 
-    async def store(self, namespace: str, question: str, vector: Vector, reply: str) -> None:
+    async def store(self, namespace: str, question: str, vector: Vector, deltas: list[str]) -> None:
         entry_id = secrets.token_hex(16)
         expires_at = self._clock() + self.ttl_s
         backend = self.guard.backend
         reply_key = keys.llm_reply_key(self.prefix, namespace, entry_id)
         log_key = keys.llm_log_key(self.prefix, namespace)
-        await self.guard.call(lambda: backend.set(reply_key, keys.encode_reply(question, reply), self.ttl_s))
+        await self.guard.call(lambda: backend.set(reply_key, keys.encode_reply(question, deltas), self.ttl_s))
         entry = encode_entry(entry_id, expires_at, vector)
         await self.guard.call(lambda: backend.append(log_key, entry, self.index_size, self.ttl_s))
 
@@ -150,15 +141,15 @@ class CachedLlm:
             return
         system, question = found
         namespace = keys.llm_namespace(self.model, system)
-        reply: str | None = None
+        cached: list[str] | None = None
         vector: Vector | None = None
         try:
-            reply, vector = await self.replies.lookup(namespace, question)
-            self.metrics.cache.labels(STAGE, "hit" if reply is not None else "miss").inc()
+            cached, vector = await self.replies.lookup(namespace, question)
+            self.metrics.cache.labels(STAGE, "hit" if cached is not None else "miss").inc()
         except CacheUnavailable as exc:
             self.metrics.cache.labels(STAGE, exc.result).inc()
-        if reply is not None:
-            for delta in reply_deltas(reply):
+        if cached is not None:
+            for delta in cached:
                 yield delta
             return
         parts: list[str] = []
@@ -167,28 +158,29 @@ class CachedLlm:
             yield delta
         # Reached only when the provider finished: cancellation and errors leave before this line.
         if vector is not None and "".join(parts).strip():
-            await self._store(namespace, question, vector, "".join(parts))
+            await self._store(namespace, question, vector, parts)
 
-    async def _store(self, namespace: str, question: str, vector: Vector, reply: str) -> None:
+    async def _store(self, namespace: str, question: str, vector: Vector, deltas: list[str]) -> None:
         with contextlib.suppress(CacheUnavailable):  # the guard warned once; reply delivered
-            await self.replies.store(namespace, question, vector, reply.strip())
+            await self.replies.store(namespace, question, vector, deltas)
 
-    async def warm(self, messages: list[ChatMessage]) -> str | None:
+    async def warm(self, messages: list[ChatMessage]) -> list[str] | None:
         """Answer `messages` into the cache unless a close question is already there (start-up
-        preload; counts no look-ups, since no user asked). Returns the reply, or None if the cache
-        is unavailable or the request is not cacheable."""
+        preload; counts no look-ups, since no user asked). Returns the reply deltas, or None if the
+        cache is unavailable, the request is not cacheable or the reply was empty."""
         found = cacheable_question(messages)
         if found is None:
             return None
         system, question = found
         namespace = keys.llm_namespace(self.model, system)
         try:
-            reply, vector = await self.replies.lookup(namespace, question)
+            cached, vector = await self.replies.lookup(namespace, question)
         except CacheUnavailable:
             return None
-        if reply is not None:
-            return reply
-        reply = "".join([delta async for delta in self.inner.stream_chat(messages)]).strip()
-        if reply:
-            await self._store(namespace, question, vector, reply)
-        return reply or None
+        if cached is not None:
+            return cached
+        deltas = [delta async for delta in self.inner.stream_chat(messages)]
+        if not "".join(deltas).strip():
+            return None
+        await self._store(namespace, question, vector, deltas)
+        return deltas

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from voice_pipeline.cache.audio_caches import CachedTts
-from voice_pipeline.cache.llm_cache import CachedLlm, reply_deltas
+from voice_pipeline.cache.llm_cache import CachedLlm
 from voice_pipeline.common.errors import ConfigError, VoicePipelineError
 from voice_pipeline.common.stages import SpeechRequest
 from voice_pipeline.llm.history import Conversation
@@ -53,11 +53,11 @@ def load_questions(path: str = "") -> dict[str, list[str]]:
     return {lang: [q.strip() for q in qs if q.strip()] for lang, qs in data.items()}
 
 
-def reply_sentences(reply: str) -> list[str]:
-    """The sentences the gateway would send to TTS for `reply` when it streams from the cache."""
+def reply_sentences(deltas: list[str]) -> list[str]:
+    """The sentences the gateway sends to TTS when the cache replays these deltas."""
     splitter = SentenceSplitter()
     sentences: list[str] = []
-    for delta in reply_deltas(reply):
+    for delta in deltas:
         sentences += splitter.push(delta)
     return sentences + splitter.flush()
 
@@ -93,14 +93,14 @@ async def preload(
                 report.failed.append(question)
                 continue
             try:
-                reply = await llm.warm(history.messages(question, language))
-                if reply is None:
+                deltas = await llm.warm(history.messages(question, language))
+                if deltas is None:
                     report.failed.append(question)
                     continue
                 report.answered += 1
                 if tts is None or speech is None:
                     continue
-                for sentence in reply_sentences(reply):
+                for sentence in reply_sentences(deltas):
                     request = SpeechRequest(sentence, language, speech.sample_rate, speech.frame_ms)
                     await tts.warm(request)
                     report.sentences += 1
