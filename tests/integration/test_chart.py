@@ -18,7 +18,9 @@ import pytest
 import yaml
 
 from voice_operator import manifests
+from voice_operator.capacity import make_plan
 from voice_operator.profiles import load_profile
+from voice_operator.spec import parse_spec
 from voice_pipeline import contract as c
 from voice_pipeline.cli import build_parser
 
@@ -86,6 +88,9 @@ def test_each_scenario_renders_the_expected_objects(values: Path) -> None:
         for stage, override in wanted["stages"].items():
             assert spec["stages"][stage] == override
     assert spec["autoscaling"]["enabled"] is wanted.get("autoscaling", {}).get("enabled", True)
+    # The operator accepts what the chart renders, and plans it.
+    plan = make_plan(parse_spec(spec), load_profile())
+    assert plan.supported_devices > 0 and plan.fits
 
 
 @pytest.mark.parametrize(

@@ -97,3 +97,17 @@ def test_llm_providers_match_the_crd_and_hold_no_plain_keys() -> None:
     assert set(chart_item["properties"]) == set(crd_item["properties"])
     assert chart_item["additionalProperties"] is False  # an `apiKey: sk-...` value is refused
     assert not any(k.lower() == "key" or k.lower().endswith("apikey") for k in chart_item["properties"])
+
+
+def test_autoscaling_values_match_the_crd() -> None:
+    import yaml
+
+    crd = yaml.safe_load((ROOT / "crds" / "voicepipeline.yaml").read_text(encoding="utf-8"))
+    crd_auto = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "autoscaling"
+    ]
+    chart_auto = _schema()["properties"]["pipeline"]["properties"]["autoscaling"]  # type: ignore[index]
+    for key, rule in chart_auto["properties"].items():
+        assert key in crd_auto["properties"], f"autoscaling.{key} is not in the CRD"
+        for field in ("type", "minimum", "maximum"):
+            assert rule.get(field) == crd_auto["properties"][key].get(field), f"autoscaling.{key}.{field}"
