@@ -339,3 +339,29 @@ async def test_openai_transcriptions_errors(caplog: pytest.LogCaptureFixture) ->
         await asyncio.to_thread(engine.transcribe_batch, [_item(1, "en"), _item(1, "en")])
     engine.close()
     assert_no_secret(str(info.value), str(info2.value), caplog.text)
+
+
+async def test_asr_stage_with_the_remote_backend_batches_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ASR stage as the gateway uses it (micro-batcher included), remote back end selected by settings."""
+    import asyncio
+
+    from voice_pipeline.asr.settings import AsrSettings
+    from voice_pipeline.asr.stage import InProcessAsr
+
+    monkeypatch.setenv("REMOTE_ASR_KEY", SECRET)
+    control = Control()
+    metrics = Metrics()
+    async with serve(openai_audio_app(control)) as base:
+        settings = AsrSettings(
+            backend="openai",
+            openai_base_url=f"{base}/v1",
+            openai_key_env="REMOTE_ASR_KEY",
+            batch_max_wait_ms=50,
+        )
+        async with InProcessAsr(settings, metrics) as asr:
+            pcm = np.zeros(16000, np.int16)
+            results = await asyncio.gather(*(asr.transcribe(pcm, "en") for _ in range(4)))
+    assert [r.text for r in results] == ["heard 1.0 seconds"] * 4
+    assert len(control.requests) == 4
+    batches = metrics.registry.get_sample_value("voice_stage_batch_size_count", {"stage": "asr"})
+    assert batches is not None and batches < 4  # the sessions shared batches
