@@ -73,14 +73,16 @@ def results(tmp_path: Path) -> Path:
         "supported_devices": 12,
         "profiled_step": {
             **_step(12, 1500, True),
-            "profile": {
-                "samples": 100,
-                "idle_samples": 20,
-                "self": [{"function": "encode (opuslib/api/encoder.py)", "samples": 30, "share": 0.3}],
-                "areas": [{"function": "opuslib", "samples": 30, "share": 0.3}],
-                "inclusive_ours": [
-                    {"function": "synthesize (voice_pipeline/tts/stage.py)", "samples": 40, "share": 0.4}
-                ],
+            "profiles": {
+                "server": {
+                    "samples": 100,
+                    "idle_samples": 20,
+                    "self": [{"function": "encode (opuslib/api/encoder.py)", "samples": 30, "share": 0.3}],
+                    "areas": [{"function": "opuslib", "samples": 30, "share": 0.3}],
+                    "inclusive_ours": [
+                        {"function": "synthesize (voice_pipeline/tts/stage.py)", "samples": 40, "share": 0.4}
+                    ],
+                }
             },
         },
     }

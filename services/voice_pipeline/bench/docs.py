@@ -94,31 +94,43 @@ def model_check_lines(record: dict[str, Any], profile_path: str | None = None) -
 
 def profile_lines(record: dict[str, Any]) -> list[str]:
     step = record.get("profiled_step") or {}
-    prof = step.get("profile")
-    if not prof:
+    profiles = step.get("profiles") or {}
+    if not profiles:
         return ["No profile was recorded for this run."]
-    if "error" in prof:
-        return [f"py-spy failed: `{prof['error']}`"]
-    lines = [
-        f"py-spy, {prof['samples']} busy samples of the system process at {step['devices']} devices "
-        f"({prof.get('idle_samples', 0)} idle-wait samples left out). By the code the CPU was in "
-        "(top of the stack, grouped by package):",
-        "",
-        "| # | code | share of busy samples |",
-        "|---|---|---|",
-        *[
-            f"| {i} | `{r['function']}` | {r['share'] * 100:.1f}% |"
-            for i, r in enumerate(prof.get("areas", []), 1)
-        ],
-        "",
-        "By function (self time):",
-        "",
-        "| # | function (self) | share |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {i} | `{r['function']}` | {r['share'] * 100:.1f}% |" for i, r in enumerate(prof["self"], 1)]
-    lines += ["", "Inclusive time under this package's functions:", "", "| function | share |", "|---|---|"]
-    lines += [f"| `{r['function']}` | {r['share'] * 100:.1f}% |" for r in prof["inclusive_ours"]]
+    lines: list[str] = []
+    for name, prof in profiles.items():
+        if "error" in prof:
+            lines += [f"py-spy on {name} failed: `{prof['error']}`", ""]
+            continue
+        lines += [
+            f"py-spy on **{name}**, {prof['samples']} busy samples at {step['devices']} devices "
+            f"({prof.get('idle_samples', 0)} idle-wait samples left out; native threads of the ASR "
+            "runtime are invisible to it, see the per-stage busy time instead). By the code the CPU was "
+            "in (top of the stack, grouped by package):",
+            "",
+            "| # | code | share of busy samples |",
+            "|---|---|---|",
+            *[
+                f"| {i} | `{r['function']}` | {r['share'] * 100:.1f}% |"
+                for i, r in enumerate(prof.get("areas", []), 1)
+            ],
+            "",
+            "By function (self time):",
+            "",
+            "| # | function (self) | share |",
+            "|---|---|---|",
+            *[
+                f"| {i} | `{r['function']}` | {r['share'] * 100:.1f}% |"
+                for i, r in enumerate(prof["self"], 1)
+            ],
+            "",
+            "Inclusive time under this package's functions:",
+            "",
+            "| function | share |",
+            "|---|---|",
+            *[f"| `{r['function']}` | {r['share'] * 100:.1f}% |" for r in prof["inclusive_ours"]],
+            "",
+        ]
     return lines
 
 

@@ -81,10 +81,11 @@ def start(
 ) -> Proc:
     """Start a process and wait until http://127.0.0.1:port{ready_path} answers 200."""
     log_path = log_dir / f"{name}.log"
+    full_env = {**os.environ, **(env or {})}
+    if name in SETTINGS_CLASSES:
+        full_env = env_for(name, full_env)
     with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     proc = Proc(name, process, f"http://127.0.0.1:{port}", log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

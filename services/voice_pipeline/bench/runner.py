@@ -50,11 +50,14 @@ def run_step(
     # Steady state only: the sampler starts when every device has connected.
     time.sleep(min(plan.ramp_s, plan.duration_s))
     sampler = TreeSampler({**rig.roots(), "client": client.pid}).start()
-    spy = None
-    spy_out = work_dir / f"pyspy-{rig.mode}-n{devices}.txt"
+    # One py-spy per system process (distributed mode: each stage service on its own).
+    spies: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
     if profile_s > 0:
-        system_pid = rig.procs[rig.system_names()[0]].process.pid
-        spy = profiler.record(system_pid, min(profile_s, plan.duration_s), spy_out)
+        for name in rig.system_names():
+            spy_out = work_dir / f"pyspy-{rig.mode}-n{devices}-{name}.txt"
+            spy = profiler.record(rig.procs[name].process.pid, min(profile_s, plan.duration_s), spy_out)
+            if spy is not None:
+                spies[name] = (spy, spy_out)
     try:
         client.wait(plan.ramp_s + plan.duration_s + plan.turn_timeout_s + 120)
     except subprocess.TimeoutExpired:
@@ -98,12 +101,17 @@ def run_step(
         "stages": metrics.stage_deltas(before, after, seconds),
     }
     step["meets_slo"] = meets_slo(step, plan.slo_ms, plan.min_success)
-    if spy is not None:
-        _, err = spy.communicate(timeout=plan.duration_s + 60)
-        if spy_out.exists():
-            step["profile"] = profiler.summarize(spy_out.read_text(errors="replace"))
-        else:
-            step["profile"] = {"error": err.decode(errors="replace")[-300:]}
+    if profile_s > 0:
+        step["profiles"] = {}
+        for name, (spy, spy_out) in spies.items():
+            _, err = spy.communicate(timeout=plan.duration_s + 60)
+            step["profiles"][name] = (
+                profiler.summarize(spy_out.read_text(errors="replace"))
+                if spy_out.exists()
+                else {"error": err.decode(errors="replace")[-300:]}
+            )
+        if not spies:
+            step["profiles"]["-"] = {"error": "py-spy is not installed (make bench-deps)"}
     return step
 
 
