@@ -499,3 +499,59 @@ async def test_open_caches_uses_memory_only_when_allowed() -> None:
         assert caches.guard is None and caches.wrap_asr(inner, AsrSettings()) is inner
     async with open_caches(CacheSettings(enabled=False), Metrics(), allow_memory=True) as caches:
         assert caches.guard is None and caches.embedder is None
+
+
+class GatedLlm:
+    """Streams one word per `step` event, so a test decides when a reply progresses."""
+
+    def __init__(self) -> None:
+        self.step = asyncio.Event()
+        self.started: list[str] = []
+        self.cancelled: list[str] = []
+        self.generating = asyncio.Event()
+        self.gave_up = asyncio.Event()
+
+    async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+        question = messages[-1].content
+        self.started.append(question)
+        self.generating.set()
+        try:
+            for word in ("Answer", "to", question):
+                await self.step.wait()
+                yield word + " "
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled.append(question)
+            self.gave_up.set()
+            raise
+
+
+async def test_preload_gives_way_to_a_user_and_retries_afterwards() -> None:
+    metrics, inner = Metrics(), GatedLlm()
+    guard, _ = guarded()
+    llm = CachedLlm(inner, SemanticReplies(guard, TableEmbedder(), "vp", 0.95, 1800, 100), metrics, "m")
+    prompts = {"en": "You are helpful."}
+    task = asyncio.create_task(preload({"en": ["weather?"]}, prompts, llm))
+    await inner.generating.wait()  # the preload is generating its answer
+    user = asyncio.create_task(reply_of(llm, first_turn("Tell me a joke", system="You are helpful.")))
+    await asyncio.wait_for(inner.gave_up.wait(), 5)
+    assert inner.cancelled == ["weather?"]  # abandoned as soon as a user asked
+    inner.step.set()
+    assert (await user).strip() == "Answer to Tell me a joke"
+    report = await asyncio.wait_for(task, 5)
+    assert report.answered == 1 and inner.started == ["weather?", "Tell me a joke", "weather?"]
+    assert (
+        await reply_of(llm, first_turn("weather?", system="You are helpful."))
+    ).strip() == "Answer to weather?"
+    assert inner.started.count("weather?") == 2  # the retried answer was stored and served
+
+
+async def test_stopping_the_preload_while_it_gives_way_stops_it() -> None:
+    inner = GatedLlm()
+    guard, _ = guarded()
+    llm = CachedLlm(inner, SemanticReplies(guard, TableEmbedder(), "vp", 0.95, 1800, 100), Metrics(), "m")
+    task = asyncio.create_task(preload({"en": ["weather?", "joke?"]}, {"en": "S"}, llm))
+    await inner.generating.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert inner.cancelled == ["weather?"] and inner.started == ["weather?"]

@@ -118,13 +118,15 @@ class CachedLlm:
         self.replies = replies
         self.metrics = metrics
         self.model = model
-        self.active = 0  # user requests in flight
-        self.idle = asyncio.Event()  # set while none is: the preload waits for it
+        self.active = 0  # user requests in flight; the preload gives way to them (preload.py)
+        self.idle = asyncio.Event()  # set while none is
         self.idle.set()
+        self.busy = asyncio.Event()  # set while some is
 
     async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
         self.active += 1
         self.idle.clear()
+        self.busy.set()
         try:
             async for delta in self._stream_chat(messages):
                 yield delta
@@ -132,6 +134,7 @@ class CachedLlm:
             self.active -= 1
             if not self.active:
                 self.idle.set()
+                self.busy.clear()
 
     async def _stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
         found = cacheable_question(messages)

@@ -4,12 +4,17 @@ The reference server keeps canned replies for frequent questions; here the frequ
 asked of the real LLM once, and the reply (and, in a process that also has the TTS stage, its
 sentences' audio) lands in the same caches a live turn uses. The messages and sentences are built
 exactly as the gateway builds them, so a user asking one of these gets hits all the way through.
-One question at a time, and only while no device waits for the LLM: the preload must not crowd out
-the first devices.
+
+Devices come first: one question at a time, started only while no device waits for the LLM, and
+abandoned the moment one does (a local llama.cpp server generates one reply at a time, so a user
+would otherwise wait behind a whole preload reply). An abandoned answer stores nothing and is
+asked again once the LLM is quiet.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -21,7 +26,7 @@ import yaml
 from voice_pipeline.cache.audio_caches import CachedTts
 from voice_pipeline.cache.llm_cache import CachedLlm
 from voice_pipeline.common.errors import ConfigError, VoicePipelineError
-from voice_pipeline.common.stages import SpeechRequest
+from voice_pipeline.common.stages import ChatMessage, SpeechRequest
 from voice_pipeline.llm.history import Conversation
 from voice_pipeline.llm.sentences import SentenceSplitter
 
@@ -76,6 +81,27 @@ class PreloadReport:
     seconds: float = 0.0
 
 
+async def _warm_giving_way(llm: CachedLlm, messages: list[ChatMessage]) -> list[str] | None:
+    """`llm.warm(messages)`, cancelled and retried later whenever a user request arrives."""
+    while True:
+        await llm.idle.wait()
+        warm = asyncio.create_task(llm.warm(messages))
+        user = asyncio.create_task(llm.busy.wait())
+        try:
+            await asyncio.wait({warm, user}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            user.cancel()
+            if not warm.done():
+                warm.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await warm
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError  # the preload itself was stopped while waiting above
+        if not warm.cancelled():
+            return warm.result()
+
+
 async def preload(
     questions: dict[str, list[str]],
     system_prompts: dict[str, str],
@@ -88,12 +114,11 @@ async def preload(
     history = Conversation(system_prompts)
     for language, items in questions.items():
         for question in items:
-            await llm.idle.wait()  # a device is waiting for the LLM: let it go first
             if not llm.replies.guard.healthy:
                 report.failed.append(question)
                 continue
             try:
-                deltas = await llm.warm(history.messages(question, language))
+                deltas = await _warm_giving_way(llm, history.messages(question, language))
                 if deltas is None:
                     report.failed.append(question)
                     continue
