@@ -179,13 +179,10 @@ class StageConnection:
         try:
             await self._send(Frame(kind, request, session, payload))
             while True:
-                try:
-                    frame = self._check(await queue.get())
-                except BaseException:
-                    finished = True
-                    raise
+                item = await queue.get()  # cancelled here (barge-in): not finished, cancel remotely
+                finished = isinstance(item, BaseException) or item.kind in (Kind.ERROR, Kind.END)
+                frame = self._check(item)
                 if frame.kind == Kind.END:
-                    finished = True
                     return
                 yield frame
         finally:

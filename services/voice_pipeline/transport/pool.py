@@ -71,6 +71,7 @@ class ReplicaPool:
         self._turn = 0
         self._refresher: asyncio.Task[None] | None = None
         self._refresh_lock = asyncio.Lock()
+        self._kick: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
 
     async def start(self) -> None:
@@ -80,6 +81,8 @@ class ReplicaPool:
         )
 
     async def stop(self) -> None:
+        if self._kick is not None:
+            self._kick.cancel()
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -125,8 +128,14 @@ class ReplicaPool:
         return replicas.should_move(self.view(connection), self.views())
 
     def _kick_refresh(self) -> None:
-        if not self._refresh_lock.locked():
-            asyncio.get_running_loop().create_task(self.refresh())
+        if not self._refresh_lock.locked() and self._kick is None:
+            self._kick = asyncio.get_running_loop().create_task(self.refresh())
+            self._kick.add_done_callback(self._kicked)
+
+    def _kicked(self, task: asyncio.Task[None]) -> None:
+        self._kick = None
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("%s: replica refresh failed: %s", self.stage, task.exception())
 
     async def _refresh_loop(self) -> None:
         while True:
