@@ -208,6 +208,24 @@ def test_install_reconcile_upgrade_uninstall_with_the_chart_rbac(
             "$ kubectl get vp  (after helm upgrade, devices=300 on 4c8g x 4)\n"
             + kube.kubectl("-n", namespace, "get", "vp").stdout
         )
+        bad = helm(
+            kube,
+            "upgrade",
+            RELEASE,
+            str(CHART),
+            "-n",
+            namespace,
+            "--reuse-values",
+            "--set",
+            "pipeline.nodeSize=4c64g",
+            check=False,
+        )
+        assert bad.returncode != 0 and "pipeline.nodeSize must be one of the following" in bad.stderr, (
+            bad.stderr
+        )
+        history = json.loads(helm(kube, "history", RELEASE, "-n", namespace, "-o", "json").stdout)
+        assert [r["revision"] for r in history] == [1, 2]  # the refused upgrade never reached the cluster
+        assert get(kube, namespace, "voicepipeline", FULLNAME)["spec"]["nodeSize"] == "4c8g"
         events = get(kube, namespace, "events", "--field-selector", "involvedObject.kind=VoicePipeline")[
             "items"
         ]
