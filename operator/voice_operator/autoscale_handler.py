@@ -60,6 +60,7 @@ class _Loop:
     window: deque[Snapshot] = field(default_factory=deque)
     last_run: float = 0.0
     autoscaling: dict[str, Any] | None = None  # the newest status.autoscaling we wrote
+    told_unconfigured: bool = False
 
 
 _loops: dict[str, _Loop] = {}
@@ -159,14 +160,14 @@ async def autoscale(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     loop.last_run = now
     url = spec.autoscaling.prometheus_url or os.environ.get("VP_OPERATOR_PROMETHEUS_URL", "")
     if not url:
-        snapshot = Snapshot(
-            now, "unconfigured", "no Prometheus URL (--prometheus-url or spec.autoscaling.prometheusUrl)"
-        )
-    else:
-        selector = selector_for(spec.autoscaling.prometheus_selector, namespace, name)
-        snapshot = await read_signals(
-            _client(url), selector, spec.autoscaling.metrics_window_seconds, time.time
-        )
+        # Plan only, said once as an Event: no status writes for a loop that cannot run.
+        if not loop.told_unconfigured:
+            loop.told_unconfigured = True
+            kopf.info(body, reason="AutoscalingInactive", message="no Prometheus URL (operator "
+                      "--prometheus-url or spec.autoscaling.prometheusUrl): plan only")  # fmt: skip
+        return
+    selector = selector_for(spec.autoscaling.prometheus_selector, namespace, name)
+    snapshot = await read_signals(_client(url), selector, spec.autoscaling.metrics_window_seconds, time.time)
     workload = Workload()
     snapshot = with_modelled_gateway(snapshot, spec, workload)
     keep = spec.autoscaling.scale_down_stabilization_seconds + 3 * spec.autoscaling.interval_seconds
