@@ -79,3 +79,29 @@ def test_remote_asr_language_of_auto_requests() -> None:
     assert detected_language("what is the weather", "auto", ["zh", "en"]) == "en"
     assert detected_language("what is the weather", "zh", ["zh", "en"]) == "zh"  # forced stays
     assert detected_language("hello", "auto", ["zh"]) == "zh"  # only allowed languages
+
+
+def test_openai_speech_sample_rate_is_configurable() -> None:
+    default = build_engines(TtsSettings(engines={"en": ["openai"]}, edge_enabled=False))["openai"]
+    other = build_engines(
+        TtsSettings(engines={"en": ["openai"]}, edge_enabled=False, openai_sample_rate=22050)
+    )
+    assert isinstance(default, OpenAISpeechEngine) and default.sample_rate == 24000
+    assert other["openai"].sample_rate == 22050  # type: ignore[attr-defined]
+
+
+def test_anthropic_body_folds_history_and_clamps_temperature() -> None:
+    from voice_pipeline.common.stages import ChatMessage
+    from voice_pipeline.llm.anthropic_client import AnthropicProvider
+
+    provider = AnthropicProvider("claude", "http://x/v1", "m", temperature=1.5)
+    body = provider.request_body(
+        [ChatMessage("system", "S"), ChatMessage("assistant", "a0"), ChatMessage("user", "u1"),
+         ChatMessage("assistant", "a1"), ChatMessage("assistant", "a2"), ChatMessage("user", "u2")]
+    )  # fmt: skip
+    assert body["temperature"] == 1.0 and body["system"] == "S" and body["stream"] is True
+    assert body["messages"] == [
+        {"role": "user", "content": "u1"},
+        {"role": "assistant", "content": "a1\na2"},
+        {"role": "user", "content": "u2"},
+    ]

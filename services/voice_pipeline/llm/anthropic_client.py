@@ -96,7 +96,7 @@ class AnthropicProvider:
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
+            "temperature": min(self.temperature, 1.0),  # the Messages API accepts 0..1
             "messages": turns,
             "stream": True,
         }

@@ -2,8 +2,9 @@
 
 The same request serves OpenAI and the many self-hosted servers that speak its API (and the
 project's TTS emulator): JSON {model, input, voice, response_format: "pcm"}; the answer is a
-stream of raw signed 16-bit little-endian mono samples at 24 kHz (OpenAI's "pcm" format), played
-as it arrives. The API key goes in `Authorization: Bearer` and never into a message or a log.
+stream of raw signed 16-bit little-endian mono samples at 24 kHz (OpenAI's "pcm" format; a
+self-hosted server with another rate is configured with `tts.openai_sample_rate`), played as it
+arrives. The API key goes in `Authorization: Bearer` and never into a message or a log.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ class OpenAISpeechEngine:
         connect_timeout_s: float = 2.0,
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        sample_rate: int = OPENAI_PCM_RATE,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.sample_rate = sample_rate
         self.model = model
         self.voices = voices
         self.languages = frozenset(voices)
@@ -73,7 +76,7 @@ class OpenAISpeechEngine:
                 if kind.startswith(("application/json", "text/")):
                     raise self._error(f"expected raw PCM, got {kind}")
                 produced = False
-                async for chunk in pcm_chunks(response.aiter_bytes(), OPENAI_PCM_RATE):
+                async for chunk in pcm_chunks(response.aiter_bytes(), self.sample_rate):
                     produced = True
                     yield chunk
                 if not produced:

@@ -47,6 +47,9 @@ class TtsSettings(BaseModel):
         description="Base of an OpenAI-compatible /audio/speech (engine `openai`).",
     )
     openai_model: str = Field("tts-1", description="Model of engine `openai`.")
+    openai_sample_rate: int = Field(
+        24000, ge=8000, le=48000, description="Rate of the raw PCM engine `openai` returns (OpenAI: 24000)."
+    )
     openai_voices: dict[str, str] = Field(
         default_factory=lambda: {"zh": "alloy", "en": "alloy"},
         description="Voice per language of engine `openai`.",

@@ -65,6 +65,7 @@ def build_engines(settings: TtsSettings) -> dict[str, TtsEngine]:
             read_api_key(settings.openai_key_file, settings.openai_key_env),
             settings.cloud_connect_timeout_s,
             settings.timeout_s,
+            sample_rate=settings.openai_sample_rate,
         )
     if "piper" in wanted:
         engines["piper"] = PiperEngine(settings.piper_model)
