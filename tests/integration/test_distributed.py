@@ -126,6 +126,20 @@ async def test_chinese_conversation_round_trip(cluster: Cluster) -> None:
         await device.close()
 
 
+async def test_barge_in_stops_audio_and_the_next_turn_works(cluster: Cluster) -> None:
+    device = SimulatedDevice(cluster.gateway.ws)
+    await device.connect()
+    try:
+        partial = await device.turn(clip("en_hello"), timeout=120, abort_after_audio_s=0.3)
+        assert partial.audio_seconds >= 0.3, partial
+        _, late_frames = await device.abort()
+        assert late_frames <= 6  # at most the lead the pacer keeps in flight (5 frames + 1)
+        result = await device.turn(clip("en_weather"), timeout=120)
+        assert not result.error and result.audio_seconds > 0, result
+    finally:
+        await device.close()
+
+
 async def test_readiness_names_the_stages_the_gateway_depends_on(cluster: Cluster) -> None:
     async with httpx.AsyncClient() as client:
         gateway = (await client.get(f"{cluster.gateway.http}/readyz")).json()
