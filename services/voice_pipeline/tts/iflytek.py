@@ -6,7 +6,8 @@ headers and signature), `date` and `host` as query parameters; the server recomp
 signature and refuses a mismatch or a stale date. One JSON frame asks for the sentence
 (`common.app_id`, `business` voice and format, `data.text` base64, `data.status` 2); the server
 answers with JSON frames carrying base64 audio in `data.audio` until `data.status` is 2 (last).
-A `code` other than 0 is an error. We ask for raw 16 kHz s16le (`aue: raw`).
+A `code` other than 0 is an error. We ask for raw 16 kHz s16le (`aue: raw`). The API serves one
+text per connection, so each sentence opens its own (signed) connection.
 
 The API secret never leaves this process; the signed URL (which names the API key) is kept out of
 messages and logs.
