@@ -127,3 +127,19 @@ def test_tts_emulator_audio_lasts_as_long_as_speech() -> None:
     voice = render_voice(24000, 1.0)
     assert len(voice) == 48000 and max(np.frombuffer(voice, "<i2")) > 1000
     assert wav_header(24000)[:4] == b"RIFF" and len(wav_header(24000)) == 44
+
+
+def test_tree_sampler_measures_a_busy_child_and_survives_its_exit() -> None:
+    import subprocess
+    import sys
+
+    from voice_pipeline.bench.procstat import TreeSampler
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt=time.process_time()\nwhile time.process_time()-t<0.6: pass"]
+    )
+    sampler = TreeSampler({"child": child.pid}, interval=0.1).start()
+    child.wait()
+    usage = sampler.stop()["child"]
+    assert usage["cpu_seconds"] >= 0.3  # measured before it exited, not zero or negative after
+    assert usage["rss_mib_peak"] > 1

@@ -92,30 +92,40 @@ class TreeSampler:
 
     def start(self) -> TreeSampler:
         now = time.monotonic()
-        self._tracks = {name: _Track(tree_cpu_seconds(pid), now) for name, pid in self.roots.items()}
+        self._tracks = {}
+        for name, pid in self.roots.items():
+            cpu = tree_cpu_seconds(pid)
+            self._tracks[name] = _Track(cpu, now, cpu, now)
         self._thread.start()
         return self
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            for name, pid in self.roots.items():
-                self._tracks[name].rss.append(tree_rss_mib(pid))
+            self._sample()
+
+    def _sample(self) -> None:
+        now = time.monotonic()
+        for name, pid in self.roots.items():
+            if _stat(pid) is None:
+                continue  # exited: keep its last reading (a reaped process's CPU reads as 0)
+            track = self._tracks[name]
+            track.cpu1, track.t1 = tree_cpu_seconds(pid), now
+            track.rss.append(tree_rss_mib(pid))
 
     def stop(self) -> dict[str, dict[str, Any]]:
         self._stop.set()
         self._thread.join()
-        now = time.monotonic()
+        self._sample()
         out: dict[str, dict[str, Any]] = {}
         for name, pid in self.roots.items():
             track = self._tracks[name]
-            track.cpu1, track.t1 = tree_cpu_seconds(pid), now
-            track.rss.append(tree_rss_mib(pid))
+            rss = track.rss or [0.0]
             wall = max(1e-9, track.t1 - track.t0)
             out[name] = {
                 "pid": pid,
                 "cpu_seconds": round(track.cpu1 - track.cpu0, 2),
                 "cpu_cores": round((track.cpu1 - track.cpu0) / wall, 3),
-                "rss_mib_peak": round(max(track.rss), 1),
-                "rss_mib_mean": round(sum(track.rss) / len(track.rss), 1),
+                "rss_mib_peak": round(max(rss), 1),
+                "rss_mib_mean": round(sum(rss) / len(rss), 1),
             }
         return out

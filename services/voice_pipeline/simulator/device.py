@@ -258,7 +258,9 @@ class SimulatedDevice:
                     result.error = f"no complete reply within {timeout:.0f} s"
                     break
                 try:
-                    item = await self.next_message(min(remaining, 0.05))
+                    # Poll briskly only while the clip is streaming (to see it end); after that
+                    # every message wakes us anyway, and a fleet of idle pollers costs CPU.
+                    item = await self.next_message(min(remaining, 0.05 if speech_end is None else 0.5))
                 except TimeoutError:
                     silent_for = time.monotonic() - speech_end if speech_end is not None else 0.0
                     if not stt_seen.is_set() and silent_for > SILENCE_AFTER_S + 15:
