@@ -331,3 +331,21 @@ def test_helm_test_pod_checks_the_gateway_the_operator_creates(gateway: Threadin
     assert ok.returncode == 0 and "/xiaozhi/v1/" in ok.stdout, ok.stdout + ok.stderr
     _Gateway.ready = False
     assert subprocess.run(local, capture_output=True, timeout=30, check=False).returncode != 0
+
+
+def test_llm_provider_keys_go_from_values_to_mounted_secrets() -> None:
+    """values -> VoicePipeline -> the operator's llm Deployment: the key is a mounted Secret, the
+    values and every rendered object hold only the Secret's name."""
+    providers = '[{"name":"qwen","type":"openai","baseUrl":"https://dashscope.example/v1","model":"qwen-plus","apiKeySecret":{"name":"llm-keys","key":"qwen"}}]'
+    docs = render("--set-json", f"pipeline.llmProviders={providers}")
+    spec = one(docs, "VoicePipeline")["spec"]
+    assert spec["stages"]["llm"]["providers"][0]["apiKeySecret"] == {"name": "llm-keys", "key": "qwen"}
+    parsed = parse_spec(spec)
+    owner = manifests.Owner("vp-voice-pipeline", "voice", "uid")
+    objects = manifests.desired_objects(
+        owner, make_plan(parsed, load_profile()), "img", "", "policy/v1", parsed.stages.llm.providers
+    )
+    llm = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-llm"))
+    volumes = llm["spec"]["template"]["spec"].get("volumes", [])
+    assert any(v.get("secret", {}).get("secretName") == "llm-keys" for v in volumes), volumes
+    assert not any(d["kind"] == "Secret" for d in docs)
