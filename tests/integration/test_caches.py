@@ -24,6 +24,7 @@ from voice_pipeline import assembly
 from voice_pipeline.asr.settings import AsrSettings
 from voice_pipeline.cache.build import Caches, open_caches
 from voice_pipeline.cache.llm_cache import CachedLlm
+from voice_pipeline.cache.preload import preload
 from voice_pipeline.cache.settings import CacheSettings
 from voice_pipeline.common.audio import OpusDecoder
 from voice_pipeline.common.metrics import Metrics
@@ -160,6 +161,36 @@ async def test_repeated_sentence_is_a_tts_hit(pipeline: Pipeline) -> None:
     decoder = OpusDecoder(24000, 60)
     pcm = np.concatenate([decoder.decode(p) for p in again])
     assert len(pcm) == len(again) * 1440 and np.abs(pcm).max() > 1000  # real audio, 60 ms frames
+
+
+async def test_a_user_during_the_preload_gets_the_llm_first(pipeline: Pipeline) -> None:
+    """The real llama.cpp server generates one reply at a time: the preload's answer in flight is
+    abandoned when a user asks (outcome "cancelled"), the user is answered, then the preload
+    finishes every question. (No timing asserted: the mechanism is.)"""
+    assert isinstance(pipeline.llm, CachedLlm)
+    questions = {"en": ["Name three colours of a rainbow.", "What is the largest ocean on Earth?"]}
+    metrics = pipeline.metrics
+
+    def llm(name: str, outcome: str = "") -> float:
+        labels = {"stage": "llm", "outcome": outcome} if outcome else {"stage": "llm"}
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    cancelled = llm("voice_stage_requests_total", "cancelled")
+    task = asyncio.create_task(preload(questions, LLM.system_prompts, pipeline.llm))
+    for _ in range(600):  # until the preload's first answer is being generated
+        if llm("voice_stage_inflight") >= 1:
+            break
+        await asyncio.sleep(0.02)
+    assert llm("voice_stage_inflight") >= 1 and not task.done()
+    reply, _ = await ask(pipeline.llm, first_turn("What colour is the sky on a clear day?"))
+    assert reply.strip()
+    assert llm("voice_stage_requests_total", "cancelled") >= cancelled + 1  # the preload gave way
+    report = await asyncio.wait_for(task, 300)
+    assert report.answered == 2 and report.failed == []
+    work = pipeline.work("llm")
+    for question in questions["en"]:  # both were stored: asking them costs no generation
+        assert (await ask(pipeline.llm, first_turn(question)))[0].strip()
+    assert pipeline.work("llm") == work
 
 
 async def test_redis_killed_frozen_and_restarted_changes_nothing_but_the_counters(

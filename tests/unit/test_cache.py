@@ -555,3 +555,10 @@ async def test_stopping_the_preload_while_it_gives_way_stops_it() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert inner.cancelled == ["weather?"] and inner.started == ["weather?"]
+
+
+async def test_preload_stops_at_the_first_provider_error() -> None:
+    inner = ScriptedLlm(fail=True)
+    llm = llm_wrapper(inner, Metrics())
+    report = await preload({"en": ["weather?", "joke?", "name?"]}, {"en": "S"}, llm)
+    assert inner.calls == 1 and report.answered == 0 and report.failed == ["weather?", "joke?", "name?"]

@@ -8,7 +8,8 @@ exactly as the gateway builds them, so a user asking one of these gets hits all 
 Devices come first: one question at a time, started only while no device waits for the LLM, and
 abandoned the moment one does (a local llama.cpp server generates one reply at a time, so a user
 would otherwise wait behind a whole preload reply). An abandoned answer stores nothing and is
-asked again once the LLM is quiet.
+asked again once the LLM is quiet. The first provider error stops the preload: live traffic
+fills the caches anyway.
 """
 
 from __future__ import annotations
@@ -112,26 +113,28 @@ async def preload(
     report = PreloadReport()
     started = time.monotonic()
     history = Conversation(system_prompts)
-    for language, items in questions.items():
-        for question in items:
-            if not llm.replies.guard.healthy:
-                report.failed.append(question)
-                continue
-            try:
-                deltas = await _warm_giving_way(llm, history.messages(question, language))
-                if deltas is None:
-                    report.failed.append(question)
-                    continue
-                report.answered += 1
-                if tts is None or speech is None:
-                    continue
+    pending = [(language, question) for language, items in questions.items() for question in items]
+    while pending:
+        language, question = pending[0]
+        if not llm.replies.guard.healthy:
+            log.info("cache preload stopped: the cache is unavailable")
+            break
+        try:
+            deltas = await _warm_giving_way(llm, history.messages(question, language))
+            if deltas is not None and tts is not None and speech is not None:
                 for sentence in reply_sentences(deltas):
                     request = SpeechRequest(sentence, language, speech.sample_rate, speech.frame_ms)
                     await tts.warm(request)
                     report.sentences += 1
-            except VoicePipelineError as exc:
-                log.info("preload of %r skipped: %s", question, exc)
-                report.failed.append(question)
+        except VoicePipelineError as exc:  # a failing provider: don't keep asking it
+            log.warning("cache preload stopped at %r: %s", question, exc)
+            break
+        pending.pop(0)
+        if deltas is None:
+            report.failed.append(question)
+        else:
+            report.answered += 1
+    report.failed += [question for _, question in pending]
     report.seconds = time.monotonic() - started
     log.info(
         "cache preload: %d common questions answered (%d sentences of audio), %d skipped, in %.1f s",
