@@ -20,12 +20,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from voice_pipeline.common.errors import OverloadedError
-from voice_pipeline.common.stages import VadEvent
+from voice_pipeline.common.stages import SpeechRequest, VadEvent
 from voice_pipeline.simulator.device import SimulatedDevice
 from voice_pipeline.transport.pool import ReplicaPool
-from voice_pipeline.transport.remote import RemoteAsr, RemoteVad
+from voice_pipeline.transport.remote import RemoteAsr, RemoteTts, RemoteVad
 
 from .helpers import clip, transcribe, words
+from .redis_server import RedisServer
 from .services import Process, launch, start_prometheus, stop, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -242,6 +243,45 @@ async def test_full_stage_queue_answers_overload_at_once_and_admitted_work_succe
         assert 'voice_stage_requests_total{outcome="overload",stage="asr"}' in tiny.metrics()
     finally:
         stop(tiny)
+
+
+# --- the cache in distributed mode: one Redis shared by every replica ----------------------
+
+
+def cache_count(process: Process, stage: str, result: str) -> float:
+    for family in text_string_to_metric_families(process.metrics()):
+        if family.name == "voice_cache_requests":
+            for sample in family.samples:
+                if sample.labels == {"stage": stage, "result": result}:
+                    return sample.value
+    return 0.0
+
+
+async def test_a_sentence_synthesized_by_one_replica_is_a_cache_hit_on_another(tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path)
+    redis.start()
+    env = {"VP_CACHE__REDIS_URL": redis.url, "VP_TTS__ENGINES": '{"en": ["espeak"], "zh": ["espeak"]}'}
+    first, second = launch(tmp_path, "tts", env), launch(tmp_path, "tts", env)
+    try:
+        wait_ready([first, second])
+        request = SpeechRequest("The cache is shared by every replica.", "en", 24000)
+        audio = []
+        for replica in (first, second):
+            async with pool(replica, "tts") as replicas:
+                audio.append(
+                    [
+                        p
+                        for chunk in [c async for c in RemoteTts(replicas).synthesize(request)]
+                        for p in chunk.packets
+                    ]
+                )
+        assert audio[0] and audio[0] == audio[1]
+        assert cache_count(first, "tts", "miss") == 1 and cache_count(first, "tts", "hit") == 0
+        assert cache_count(second, "tts", "hit") == 1 and cache_count(second, "tts", "miss") == 0
+    finally:
+        stop(first)
+        stop(second)
+        redis.kill()
 
 
 # --- a real Prometheus scraping all five services -------------------------------------------
