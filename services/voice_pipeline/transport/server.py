@@ -192,6 +192,8 @@ class StreamConnection:
             raise BadRequest(f"{frame.kind.name} needs a session id")
         key = f"{self.id}/{frame.session}"  # gateways never share sessions
         if frame.kind == Kind.VAD_OPEN:
+            if frame.session not in self._vad_sessions and len(self._vad_sessions) >= self.max_inflight:
+                raise OverloadedError(self.stage, self.max_inflight)  # sessions are bounded too
             await vad.open(key)
             self._vad_sessions.setdefault(frame.session, asyncio.Lock())
             await self.send(Frame(Kind.OK, frame.request))
