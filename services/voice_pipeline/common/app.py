@@ -47,7 +47,9 @@ class ServiceSettings(BaseModel):
         4 << 20, ge=65536, description="Largest transport frame (an utterance of 20 s is 640 kB)."
     )
     max_inflight_per_connection: int = Field(
-        4096, ge=1, description="Requests one gateway connection may have in flight (beyond: overload)."
+        4096,
+        ge=1,
+        description="Requests in flight, and VAD sessions open, per gateway connection (beyond: overload).",
     )
 
 
