@@ -87,6 +87,7 @@ def run_step(
                 "first_token_ms",
                 "errors",
                 "clips",
+                "first_audio_p50_by_clip",
             )
         },
         "duration_s": plan.duration_s,

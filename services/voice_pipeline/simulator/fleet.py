@@ -1,7 +1,7 @@
 """A fleet of simulated devices from one asyncio process: the standard workload of
 docs/benchmark-workload.md.
 
-Device i connects at i x ramp / N, then loops: a clip (chosen by its own seeded generator) paced
+Device i connects at i x ramp / N, then loops: the next clip (from a seeded starting point) paced
 in real time, silence until the server reports the end of speech or 3 s, the reply played back in
 real time, a seeded think time (uniform 3-8 s). New turns stop at ramp + duration; turns in flight
 finish. The generator must never be the bottleneck, so clips are Opus-encoded once, reply audio is
@@ -126,9 +126,13 @@ class Fleet:
         rng = random.Random(cfg.seed * 1_000_003 + index)
         await _sleep_until(self._t0 + index * cfg.ramp_s / cfg.devices)
         device: SimulatedDevice | None = None
+        # Each device cycles through every clip from a seeded starting point: every device speaks
+        # both languages, and a short run still covers every clip.
+        turn = rng.randrange(len(self.clips))
         try:
             while time.monotonic() < self._stop_at:
-                clip = self.clips[rng.randrange(len(self.clips))]
+                clip = self.clips[turn % len(self.clips)]
+                turn += 1
                 if device is None:
                     device = SimulatedDevice(
                         cfg.url, protocol_version=cfg.protocol_version, decode_audio=False

@@ -69,6 +69,13 @@ def summarize(records: Sequence[TurnRecord]) -> dict[str, Any]:
         "audio_seconds": distribution(r.audio_seconds for r in ok),
         "errors": error_counts(records),
         "clips": dict(Counter(r.clip for r in records)),
+        # The latency floor differs by clip (utterance length, the reply's first sentence).
+        "first_audio_p50_by_clip": {
+            clip: percentile(
+                [r.first_audio_ms for r in ok if r.clip == clip and r.first_audio_ms is not None], 50
+            )
+            for clip in sorted({r.clip for r in ok})
+        },
     }
 
 
