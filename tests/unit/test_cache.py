@@ -17,7 +17,7 @@ from voice_pipeline.cache.build import open_caches
 from voice_pipeline.cache.guard import CacheUnavailable, GuardedBackend
 from voice_pipeline.cache.llm_cache import CachedLlm, SemanticReplies, cacheable_question
 from voice_pipeline.cache.preload import SpeechFormat, load_questions, preload, reply_sentences
-from voice_pipeline.cache.semantic import Vector, VectorIndex, decode_entry, encode_entry
+from voice_pipeline.cache.semantic import Vector, VectorIndex, VectorMirrors, decode_entry, encode_entry
 from voice_pipeline.cache.settings import CacheSettings
 from voice_pipeline.common.audio import Int16Array
 from voice_pipeline.common.errors import ConfigError, ProviderUnavailableError
@@ -562,3 +562,15 @@ async def test_preload_stops_at_the_first_provider_error() -> None:
     llm = llm_wrapper(inner, Metrics())
     report = await preload({"en": ["weather?", "joke?", "name?"]}, {"en": "S"}, llm)
     assert inner.calls == 1 and report.answered == 0 and report.failed == ["weather?", "joke?", "name?"]
+
+
+def test_vector_mirror_ignores_entries_it_already_has_and_never_moves_back() -> None:
+    mirrors = VectorMirrors(dim=2, max_size=10)
+    raw = [encode_entry("a" * 32, 100.0, np.array([1, 0], np.float32))]
+    mirrors.ingest("ns", "1700000000000-1", raw, lambda _: None)
+    mirrors.ingest("ns", "1700000000000-0", raw, lambda _: None)  # a concurrent, older read
+    index = mirrors.get("ns")
+    assert len(index) == 1 and index.cursor == "1700000000000-1"
+    bad: list[str] = []
+    mirrors.ingest("ns", "1700000000001-0", [b"garbage"], bad.append)
+    assert len(index) == 1 and len(bad) == 1

@@ -142,6 +142,8 @@ class VectorIndex:
         return len(self.ids)
 
     def add(self, entries: list[tuple[str, float, Vector]]) -> None:
+        known = set(self.ids)  # two look-ups syncing at once may both fetch the same entries
+        entries = [e for e in entries if e[0] not in known]
         if not entries:
             return
         self.ids += [e[0] for e in entries]
@@ -192,4 +194,14 @@ class VectorMirrors:
             except ValueError as exc:  # another version or model wrote it: skip, don't fail
                 on_bad(str(exc))
         index.add(entries)
-        index.cursor = cursor
+        if _cursor_order(cursor) > _cursor_order(index.cursor):
+            index.cursor = cursor
+
+
+def _cursor_order(cursor: str) -> tuple[int, int]:
+    """Log cursors in append order: Redis stream ids "ms-seq", in-process sequence numbers "n"."""
+    head, _, tail = cursor.partition("-")
+    try:
+        return int(head), int(tail or 0)
+    except ValueError:
+        return (0, 0)
