@@ -1,11 +1,9 @@
 """The closed loop on real parts: load -> metrics -> Prometheus -> operator -> API server.
 
-- the real all-in-one server (every stage in one process, the contract metrics with the `stage`
-  label, exactly what stage pods export), driven by real simulated devices (`voice-pipeline
-  simulate`);
-- a real Prometheus (Debian's binary) scraping it every second, with the labels the chart's
-  ServiceMonitor would give a stage pod (`namespace`, `service`), and scraping the operator's own
-  /metrics;
+- the real stage services (`voice-pipeline serve gateway|vad|asr|llm|tts`, one process each, the
+  gateway pointed at the others), driven by real simulated devices (`voice-pipeline simulate`);
+- a real Prometheus (Debian's binary) scraping them every second, with the labels a ServiceMonitor
+  on the stage Services gives (`namespace`, `service`), and scraping the operator's own /metrics;
 - the real operator process against the real API server (tests/e2e/cluster.py), with short windows.
 
 There is no kubelet here: the replicas the operator adds never run, so the measured load does not
@@ -31,6 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ..integration.services import Process, launch, stop, wait_ready
 from .cluster import Cluster, free_port
 from .test_operator import get, vp, wait_for
 
@@ -83,37 +82,29 @@ def wait_http(url: str, proc: Proc, timeout: float) -> None:
     raise RuntimeError(f"{url} not ready after {timeout:.0f} s:\n{proc.tail()}")
 
 
-def _no_caches() -> dict[str, str]:
-    """Repeating one clip would be an ASR cache hit and no ASR work: switch caches off (when this
-    build has them)."""
-    from voice_pipeline.allinone import AllInOneSettings
-
-    return {"VP_CACHE__ENABLED": "false"} if "cache" in AllInOneSettings.model_fields else {}
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The all-in-one server; returns its http://host:port."""
-    port = free_port()
-    env = {
-        "VP_GATEWAY__PORT": str(port),
-        "VP_GATEWAY__HOST": "127.0.0.1",
-        "VP_LLM__MAX_TOKENS": "12",
-        **_no_caches(),
-    }
-    proc = spawn([sys.executable, "-m", "voice_pipeline.cli", "serve", "--no-install"],
-                 tmp_path_factory.mktemp("allinone") / "server.log", env)  # fmt: skip
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Process]]:
+    """The five stage services (`voice-pipeline serve <stage>`), the gateway pointed at the others.
+    No Redis: stage services then run without caches, so every utterance is real ASR work."""
+    tmp = tmp_path_factory.mktemp("stages")
+    extra = {"llm": {"VP_LLM__FIRST_TOKEN_TIMEOUT_S": "90", "VP_LLM__MAX_TOKENS": "12"}}
+    stages = {stage: launch(tmp, stage, extra.get(stage, {})) for stage in ("vad", "asr", "llm", "tts")}
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", proc, 300)
-        yield f"http://127.0.0.1:{port}"
+        wait_ready(list(stages.values()))
+        urls = {f"VP_STAGES__{s.upper()}_URL": p.http for s, p in stages.items()}
+        stages["gateway"] = launch(tmp, "gateway", urls)
+        wait_ready([stages["gateway"]])
+        yield stages
     finally:
-        proc.stop()
+        for process in stages.values():
+            stop(process)
 
 
 @dataclass
 class Loop:
     prometheus: str
     operator: Proc
+    prometheus_process: Proc
     timeline: list[tuple[float, str]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
@@ -127,20 +118,24 @@ class Loop:
 
 
 @pytest.fixture
-def loop(kube: Cluster, namespace: str, server: str, tmp_path: Path) -> Iterator[Loop]:
+def loop(kube: Cluster, namespace: str, services: dict[str, Process], tmp_path: Path) -> Iterator[Loop]:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("the prometheus binary is missing: `make deps-debian` installs Debian's prometheus")
     prom_port, ops_port = free_port(), free_port()
-    target = server.removeprefix("http://")
-    # The labels a ServiceMonitor on the stage Services gives each series (the operator's default selector).
+    # Each stage service with the labels a ServiceMonitor on its Service gives (the operator's
+    # default selector), plus the operator's own /metrics.
+    jobs = "".join(
+        f"""- job_name: {stage}
+  static_configs:
+  - targets: ["{p.host}:{p.port}"]
+    labels: {{namespace: "{namespace}", service: "{NAME}-{stage}"}}
+"""
+        for stage, p in services.items()
+    )
     (tmp_path / "prometheus.yml").write_text(f"""global: {{scrape_interval: 1s, evaluation_interval: 1s}}
 scrape_configs:
-- job_name: stages
-  static_configs:
-  - targets: ["{target}"]
-    labels: {{namespace: "{namespace}", service: "{NAME}-gateway"}}
-- job_name: operator
+{jobs}- job_name: operator
   static_configs:
   - targets: ["127.0.0.1:{ops_port}"]
 """)
@@ -157,7 +152,7 @@ scrape_configs:
             {"KUBECONFIG": str(kube.kubeconfig), "VP_OPERATOR_RESYNC_SECONDS": "5",
              "VP_OPERATOR_AUTOSCALE_TICK_SECONDS": "1", "VP_OPERATOR_METRICS_ADDR": "127.0.0.1"},
         )  # fmt: skip
-        yield Loop(f"http://127.0.0.1:{prom_port}", operator)
+        yield Loop(f"http://127.0.0.1:{prom_port}", operator, prometheus)
     finally:
         if operator is not None:
             operator.stop()
@@ -201,10 +196,10 @@ def asr_replicas(kube: Cluster, ns: str) -> int:
 
 
 def test_load_scales_the_bottleneck_up_and_back_down(
-    kube: Cluster, namespace: str, server: str, loop: Loop, tmp_path: Path
+    kube: Cluster, namespace: str, services: dict[str, Process], loop: Loop, tmp_path: Path
 ) -> None:
     assert kube.kubectl("-n", namespace, "apply", "-f", "-", input=MANIFEST).returncode == 0
-    initial = wait_for("the planned asr Deployment", lambda: asr_replicas(kube, namespace), timeout=60)
+    initial = int(wait_for("the planned asr Deployment", lambda: asr_replicas(kube, namespace), timeout=60))
     observed = wait_for(
         "a first observation",
         lambda: (vp(kube, namespace, NAME).get("status", {}).get("observed") or {}).get("prometheus", "").startswith(("ok", "partial")) and vp(kube, namespace, NAME)["status"]["observed"],
@@ -216,7 +211,7 @@ def test_load_scales_the_bottleneck_up_and_back_down(
     assert autoscaler_events(kube, namespace) == [], "no action before any load"
 
     devices = [
-        spawn([sys.executable, "-m", "voice_pipeline.cli", "simulate", "--url", f"ws://{server.removeprefix('http://')}/xiaozhi/v1/",
+        spawn([sys.executable, "-m", "voice_pipeline.cli", "simulate", "--url", services["gateway"].ws,
                "--clip", str(CLIP), "--turns", "500", "--think-seconds", "0.3", "--timeout", "60", "--json"],
               tmp_path / f"device-{i}.log", {"PYTHONUNBUFFERED": "1"})  # each turn's JSON line as it happens
         for i in range(DEVICES)
@@ -232,7 +227,7 @@ def test_load_scales_the_bottleneck_up_and_back_down(
             replicas = asr_replicas(kube, namespace)
             return replicas if replicas > initial else 0
 
-        peak = wait_for("asr replicas to rise under load", scaled_up, timeout=240)
+        peak = int(wait_for("asr replicas to rise under load", scaled_up, timeout=240))
         loop.mark(f"first scale-up: asr {initial} -> {peak} replicas")
         status = vp(kube, namespace, NAME)["status"]
         observed = status["observed"]
@@ -314,3 +309,20 @@ def test_load_scales_the_bottleneck_up_and_back_down(
     print("--- status.observed ---\n" + json.dumps(final["observed"], indent=1))
     assert any(a.endswith(up[0]["message"]) for a in final["observed"]["lastActions"]), final["observed"]
     print(f"--- decision counter (Prometheus): {actions}")
+
+    # Prometheus down: a reported state and a Warning, no action, no error loop.
+    loop.prometheus_process.stop()
+    down = wait_for(
+        "status.observed to report Prometheus down",
+        lambda: (o := vp(kube, namespace, NAME)["status"]["observed"])["prometheus"].startswith("down") and o,
+        timeout=60,
+    )
+    loop.mark(f"prometheus stopped: status.observed.prometheus {down['prometheus']!r}")
+    assert wait_for(
+        "the MetricsUnavailable Event",
+        lambda: [
+            e for e in get(kube, namespace, "events")["items"] if e.get("reason") == "MetricsUnavailable"
+        ],
+    )
+    time.sleep(6)  # another decision round without metrics
+    assert asr_replicas(kube, namespace) == initial and loop.operator.process.poll() is None
