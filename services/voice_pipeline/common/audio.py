@@ -44,11 +44,20 @@ def frame_samples(sample_rate: int, frame_ms: int = DEFAULT_FRAME_MS) -> int:
 class OpusEncoder:
     """Encodes mono int16 PCM into Opus packets of `frame_ms` each."""
 
-    def __init__(self, sample_rate: int, frame_ms: int = DEFAULT_FRAME_MS, application: str = "voip") -> None:
+    def __init__(
+        self,
+        sample_rate: int,
+        frame_ms: int = DEFAULT_FRAME_MS,
+        application: str = "voip",
+        complexity: int | None = None,
+    ) -> None:
+        """`complexity` 0-10 trades CPU for quality (None: libopus's default, 10)."""
         self.sample_rate = sample_rate
         self.frame_ms = frame_ms
         self.frame_size = frame_samples(sample_rate, frame_ms)
         self._encoder = _opuslib().Encoder(sample_rate, 1, application)
+        if complexity is not None:
+            self._encoder.complexity = complexity
 
     def encode(self, frame: Int16Array) -> bytes:
         if frame.shape != (self.frame_size,):

@@ -119,7 +119,12 @@ class InProcessTts:
         self.metrics.inflight.labels(STAGE).inc()
         outcome = "error"
         try:
-            encoder = OpusEncoder(request.sample_rate, request.frame_ms, application="audio")
+            encoder = OpusEncoder(
+                request.sample_rate,
+                request.frame_ms,
+                application="audio",
+                complexity=self.settings.opus_complexity,
+            )
             carry = np.zeros(0, np.int16)
             first = True
             async for chunk in self.router.synthesize(text, language):
