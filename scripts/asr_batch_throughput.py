@@ -3,8 +3,9 @@
 For each batch size it starts `voice-pipeline serve asr` with VP_ASR__BATCH_MAX_SIZE=<size> on a
 free loopback port, warms it up, then sends rounds of `--concurrency` concurrent utterances (the
 test clips, cycled) through the gateway's own client (`transport.remote.RemoteAsr`) and reports
-utterances per second, the batch sizes the service recorded, and the load average (the machine
-may be shared: read the numbers beside it).
+utterances per second of wall time and per CPU-second of the service process, the batch sizes
+the service recorded, and the load average (on a shared machine wall time is noisy; CPU time of
+the service is the steadier number).
 
     .venv/bin/python scripts/asr_batch_throughput.py --batch-sizes 8 1 --concurrency 8 --rounds 4
 """
@@ -72,6 +73,13 @@ def start_asr(batch_size: int, log: Path) -> tuple[subprocess.Popen[bytes], str]
     raise SystemExit("asr service not ready after 300 s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the service process (all its threads): unlike wall time, barely
+    disturbed by other work on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def batch_histogram(url: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
@@ -84,7 +92,7 @@ def batch_histogram(url: str) -> dict[str, float]:
     return out
 
 
-async def measure(url: str, concurrency: int, rounds: int) -> dict[str, Any]:
+async def measure(url: str, pid: int, concurrency: int, rounds: int) -> dict[str, Any]:
     clips = []
     for name, language in CLIPS:
         pcm, rate = read_wav(ROOT / "tests" / "fixtures" / f"{name}.wav")
@@ -96,10 +104,12 @@ async def measure(url: str, concurrency: int, rounds: int) -> dict[str, Any]:
         work = [clips[i % len(clips)] for i in range(concurrency)]
         await asyncio.gather(*(asr.transcribe(pcm, lang) for pcm, lang in work))  # type: ignore[arg-type]  # warm-up
         before = batch_histogram(url)
+        cpu_before = cpu_seconds(pid)
         started = time.perf_counter()
         for _ in range(rounds):
             await asyncio.gather(*(asr.transcribe(pcm, lang) for pcm, lang in work))  # type: ignore[arg-type]
         elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(pid) - cpu_before
         after = batch_histogram(url)
     finally:
         await pool.stop()
@@ -109,6 +119,8 @@ async def measure(url: str, concurrency: int, rounds: int) -> dict[str, Any]:
         "utterances": concurrency * rounds,
         "seconds": round(elapsed, 2),
         "utterances_per_second": round(concurrency * rounds / elapsed, 2),
+        "cpu_seconds": round(cpu, 2),
+        "utterances_per_cpu_second": round(concurrency * rounds / cpu, 2),
         "mean_batch_size": round(items / batches, 2) if batches else None,
         "audio_seconds_per_round": round(sum(len(p) for p, _ in work) / 16000, 1),
     }
@@ -126,7 +138,7 @@ def main() -> int:
         load_before = os.getloadavg()
         process, url = start_asr(size, Path(args.log_dir) / f"asr-throughput-b{size}.log")
         try:
-            result = asyncio.run(measure(url, args.concurrency, args.rounds))
+            result = asyncio.run(measure(url, process.pid, args.concurrency, args.rounds))
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
