@@ -88,10 +88,10 @@ class StageConnection:
             )
             async with asyncio.timeout(self.connect_timeout_s):
                 hello = wire.decode(_as_bytes(await self._ws.recv()))
+            body = wire.decode_json(hello.payload) if hello.kind == Kind.HELLO else {}
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed, wire.WireError) as exc:
             await self._close_socket()
             raise ProviderUnavailableError(f"{self.stage}@{self.address}", f"cannot connect: {exc}") from exc
-        body = wire.decode_json(hello.payload) if hello.kind == Kind.HELLO else {}
         if body.get("stage") != self.stage:
             await self._close_socket()
             raise ProviderUnavailableError(
