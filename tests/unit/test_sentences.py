@@ -38,6 +38,16 @@ def test_first_sentence_is_cut_at_a_comma_when_long() -> None:
     assert splitter.push(" the answer, which is long, continues") == []
 
 
+def test_a_short_opening_does_not_hold_the_first_sentence_back() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.push("好的！") == []  # too short to speak alone
+    # The held opening counts towards the first cut: spoken at the next comma, not at the "。".
+    assert splitter.push("今天天气晴朗，气温") == ["好的！今天天气晴朗，"]
+    # Later sentences wait for a real end mark.
+    assert splitter.push("适宜，下午会有微风") == []
+    assert splitter.push("。") == ["气温适宜，下午会有微风。"]
+
+
 def test_sentence_is_emitted_as_soon_as_its_end_arrives() -> None:
     splitter = SentenceSplitter()
     assert splitter.push("Hello there, friend") == []

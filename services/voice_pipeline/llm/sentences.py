@@ -26,6 +26,7 @@ class SentenceSplitter:
     min_chars_cjk: int = 4
     min_chars_latin: int = 10
     first_cut_chars: int = 24  # cut the first sentence at a comma past this length
+    first_cut_chars_cjk: int = 10  # the same for Chinese (a character carries ~2.5x a Latin one)
     _buffer: str = ""
     _emitted: int = 0
     _pending: list[str] = field(default_factory=list)
@@ -83,8 +84,12 @@ class SentenceSplitter:
                     continue
                 if nxt.isspace() or nxt in "\"')”’":
                     return i + 1
-        if self._emitted == 0 and not self._pending and len(text) >= self.first_cut_chars:
-            for i in range(len(text) - 1, self.first_cut_chars // 2, -1):
+        # A short opening held back ("好的！", "OK.") counts towards the first cut, or it would
+        # make the first sentence wait for the whole next one.
+        held = sum(len(p) for p in self._pending)
+        limit = self.first_cut_chars_cjk if _is_cjk(text) else self.first_cut_chars
+        if self._emitted == 0 and held + len(text) >= limit:
+            for i in range(len(text) - 1, max(0, limit // 2 - held), -1):
                 if text[i] in _COMMAS and i + 1 < len(text):
                     return i + 1
         return None
