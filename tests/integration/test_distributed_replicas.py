@@ -144,3 +144,30 @@ async def test_malformed_frames_get_error_answers_and_the_connection_carries_on(
         assert wire.decode_events(answer.payload)[0].kind == "speech_start"
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{a.http}/readyz", timeout=5)).status_code == 200
+
+
+async def test_sessions_on_a_killed_replica_carry_on_elsewhere(replicas: tuple[Process, Process]) -> None:
+    a, b = replicas
+    addr_a, addr_b = f"{a.host}:{a.port}", f"{b.host}:{b.port}"
+
+    async def headless_service(host: str, port: int) -> list[str]:
+        return [addr_a, addr_b]
+
+    pool = ReplicaPool(
+        "vad", f"http://vad-headless:{a.port}", resolve_interval_s=0.5, resolver=headless_service
+    )
+    await pool.start()
+    vad = RemoteVad(pool)
+    try:
+        for i in range(4):
+            await vad.open(f"s{i}")
+        assert pool.connections[addr_a].sessions == 2
+        a.process.kill()  # no drain, no goodbye: a crashed pod
+        a.process.wait(10)
+        speech = np.concatenate([clip("en_hello"), np.zeros(16000, np.int16)])
+        for i in range(4):
+            events = await vad.feed(f"s{i}", speech)  # re-opened on the survivor when needed
+            assert [e.kind for e in events][:2] == ["speech_start", "speech_end"], (i, events)
+        assert pool.connections[addr_b].sessions == 4
+    finally:
+        await pool.stop()
