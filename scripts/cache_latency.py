@@ -147,7 +147,7 @@ async def measure(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     metrics = Metrics()
     settings = CacheSettings(redis_url=redis_url, preload_enabled=False)
     tts_settings = TtsSettings(engines={"en": ["espeak"], "zh": ["espeak"]}, edge_enabled=False)
-    llm_settings = LlmSettings(max_tokens=48, temperature=0)
+    llm_settings = LlmSettings(max_tokens=48, temperature=0, first_token_timeout_s=120)
     results: dict[str, Any] = {}
     async with AsyncExitStack() as stack:
         caches = await stack.enter_async_context(open_caches(settings, metrics, allow_memory=True))

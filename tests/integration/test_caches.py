@@ -39,7 +39,9 @@ from .redis_server import RedisServer
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 RETRY_AFTER_S = 0.5
-LLM = LlmSettings(max_tokens=24, temperature=0, local_ctx=1024)
+LLM = LlmSettings(
+    max_tokens=24, temperature=0, local_ctx=1024, first_token_timeout_s=120
+)  # a shared 2-core box
 TTS = TtsSettings(engines={"en": ["espeak"], "zh": ["espeak"]}, edge_enabled=False)
 
 
