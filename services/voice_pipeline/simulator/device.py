@@ -140,8 +140,11 @@ class SimulatedDevice:
         }
         if self.token:
             headers["Authorization"] = self.token if " " in self.token else f"Bearer {self.token}"
+        # compression=None: the firmware's esp_websocket_client never negotiates permessage-deflate,
+        # and a simulator that did would make the server deflate incompressible Opus frames (the
+        # fleet profile showed it as a top cost).
         self._ws = await websockets.connect(
-            self.url, additional_headers=headers, max_size=2**20, open_timeout=10
+            self.url, additional_headers=headers, max_size=2**20, open_timeout=10, compression=None
         )
         self._reader = asyncio.create_task(self._read())
         await self.send_json(
