@@ -205,9 +205,7 @@ async def test_asr_batches_concurrent_utterances_with_unbatched_results(cluster:
 # --- overload: a tiny queue answers at once, the admitted requests still succeed ---------------
 
 
-async def test_full_stage_queue_answers_overload_at_once_and_admitted_work_succeeds(
-    tmp_path: Path, cluster: Cluster
-) -> None:
+async def test_full_stage_queue_answers_overload_at_once_and_admitted_work_succeeds(tmp_path: Path) -> None:
     tiny = launch(
         tmp_path,
         "asr",

@@ -37,6 +37,7 @@ class OverloadedError(VoicePipelineError):
     def __init__(self, stage: str, queue_size: int) -> None:
         super().__init__(f"stage '{stage}' is overloaded (queue of {queue_size} is full); retry shortly")
         self.stage = stage
+        self.queue_size = queue_size
 
 
 class ProtocolError(VoicePipelineError):

@@ -147,7 +147,7 @@ class StreamConnection:
         except asyncio.CancelledError:
             return  # the gateway gave up on it: nobody to answer
         except OverloadedError as exc:
-            await self.send_error(frame.request, wire.ERROR_OVERLOADED, str(exc), _queue_size(exc))
+            await self.send_error(frame.request, wire.ERROR_OVERLOADED, str(exc), exc.queue_size)
         except (wire.WireError, BadRequest) as exc:
             await self.send_error(frame.request, wire.ERROR_BAD_REQUEST, str(exc))
         except VoicePipelineError as exc:
@@ -230,14 +230,6 @@ def _need(stage: Any, name: str, served: str) -> Any:
     if stage is None:
         raise BadRequest(f"this replica serves {served}, not {name}")
     return stage
-
-
-def _queue_size(exc: OverloadedError) -> int:
-    # OverloadedError keeps the size only in its message ("queue of N is full").
-    text = str(exc)
-    with contextlib.suppress(ValueError, IndexError):
-        return int(text.split("queue of ", 1)[1].split(" ", 1)[0])
-    return 0
 
 
 def _chat_messages(body: dict[str, Any]) -> list[ChatMessage]:
