@@ -85,9 +85,14 @@ def _iso(t: float) -> str:
 @kopf.on.startup()
 def start_metrics(**_: Any) -> None:
     port = int(os.environ.get("VP_OPERATOR_METRICS_PORT", "8081") or 0)
-    if port:
+    if not port:
+        return
+    try:
         start_http_server(port, addr=os.environ.get("VP_OPERATOR_METRICS_ADDR", "0.0.0.0"))
-        log.info("operator metrics on :%d/metrics", port)
+    except OSError as exc:  # the metrics are a report, never a reason not to run the operator
+        log.error("operator metrics not served on port %d: %s (set --metrics-port)", port, exc)
+        return
+    log.info("operator metrics on :%d/metrics", port)
 
 
 @kopf.on.cleanup()
@@ -95,6 +100,12 @@ async def close_clients(**_: Any) -> None:
     for client in _clients.values():
         await client.close()
     _clients.clear()
+
+
+@kopf.on.delete(c.API_GROUP, c.API_VERSION, c.PLURAL, optional=True)
+def forget(body: kopf.Body, **_: Any) -> None:
+    """Drop a deleted pipeline's window (optional: no finalizer is added for it)."""
+    _loops.pop(str(body.metadata.uid), None)
 
 
 def _client(url: str) -> PrometheusClient:
@@ -210,6 +221,8 @@ async def autoscale(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         "costs": costs,
         "recommendation": decision.recommendation,
         "lastActions": history,
+        # Plan-only: what the loop would have done, so that turning it on holds no surprise.
+        "proposed": [] if enabled else [a.message() for a in decision.actions],
     }
     if {k: v for k, v in observed.items() if k != "time"} == {
         k: v for k, v in old_observed.items() if k != "time"
@@ -221,7 +234,8 @@ async def autoscale(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         loop.autoscaling = new_status["autoscaling"]
     changed_factors = factors_from_status(new_status) != factors_from_status(status)
     changed_verdict = (previous or {}).get("capacitySufficient") != decision.capacity_sufficient
-    if acted or changed_factors or (enabled and changed_verdict):
+    judged = enabled and snapshot.state in ("ok", "partial")
+    if acted or changed_factors or (judged and changed_verdict):
         new_status = await _reconcile(body, new_status, "Autoscaled" if acted else "")
     for key, value in status_patch(status, new_status).items():
         patch.status[key] = value

@@ -229,12 +229,20 @@ def test_load_scales_the_bottleneck_up_and_back_down(
 
         peak = int(wait_for("asr replicas to rise under load", scaled_up, timeout=240))
         loop.mark(f"first scale-up: asr {initial} -> {peak} replicas")
-        status = vp(kube, namespace, NAME)["status"]
+
+        def reported() -> Any:
+            status = vp(kube, namespace, NAME)["status"]
+            observed = status.get("observed") or {}
+            seen_bottleneck.add(observed.get("bottleneck", ""))
+            acted = any(a.split(" ", 1)[1].startswith("asr ") for a in observed.get("lastActions", []))
+            return acted and status
+
+        status = wait_for("status.observed to record the step", reported)  # written just after the apply
         observed = status["observed"]
         # status.observed named ASR the bottleneck under load (after the step it may name another).
         assert "asr" in seen_bottleneck, (seen_bottleneck, observed)
         assert observed["activeDevices"] >= 1 and observed["saturation"]["asr"] > 0, observed
-        assert status["autoscaling"]["stages"]["asr"]["replicas"] == peak
+        assert status["autoscaling"]["stages"]["asr"]["replicas"] >= peak
         up = wait_for(
             "the ScaledUp Event",
             lambda: [
