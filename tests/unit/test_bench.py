@@ -143,3 +143,19 @@ def test_tree_sampler_measures_a_busy_child_and_survives_its_exit() -> None:
     usage = sampler.stop()["child"]
     assert usage["cpu_seconds"] >= 0.3  # measured before it exited, not zero or negative after
     assert usage["rss_mib_peak"] > 1
+
+
+def test_each_process_gets_only_the_settings_it_knows() -> None:
+    from voice_pipeline.bench.rig import env_for, provider_env
+
+    env = {"PATH": "/bin", "VP_HOME": "/x", **provider_env("http://127.0.0.1:1", "http://127.0.0.1:2")}
+    env["VP_STAGES__ASR_URL"] = "http://127.0.0.1:3"
+    vad = env_for("vad", env)
+    assert vad["PATH"] == "/bin" and not any(
+        k.startswith(("VP_LLM__", "VP_TTS__", "VP_STAGES__")) for k in vad
+    )
+    assert env_for("llm", env)["VP_LLM__BASE_URL"] == "http://127.0.0.1:1/v1"
+    assert env_for("tts", env)["VP_TTS__OPENAI_BASE_URL"] == "http://127.0.0.1:2/v1"
+    assert "VP_STAGES__ASR_URL" in env_for("gateway", env)
+    server = env_for("server", env)
+    assert server["VP_CACHE__ENABLED"] == "false" and "VP_STAGES__ASR_URL" not in server

@@ -105,6 +105,7 @@ def test_benchmarks_page_has_table_plots_model_check_and_profile(results: Path, 
     assert "abc1234" in text and "whisper-base" in text and "first token 400 ms" in text
     assert "capacity model" in text and "difference (measured - predicted)" in text
     assert "`opuslib`" in text
+    assert "| llm-emulator | provider emulator (not the system) |" in text
     assert "No distributed run recorded yet." in text
     for png in ("bench-allinone-latency.png", "bench-allinone-cpu.png"):
         assert (tmp_path / "docs" / "img" / png).read_bytes()[:4] == b"\x89PNG"

@@ -134,6 +134,30 @@ def profile_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def process_lines(record: dict[str, Any]) -> list[str]:
+    """CPU and RSS of every process tree at the supported load (system, emulators, generator)."""
+    n = record.get("supported_devices")
+    step = next((s for s in record.get("steps", []) if s["devices"] == n), None)
+    if step is None:
+        return ["No fleet size met the SLO, so there is no supported load to show."]
+    lines = [
+        f"At {n} devices (steady window after the ramp):",
+        "",
+        "| process | role | CPU (cores) | RSS peak MiB |",
+        "|---|---|---|---|",
+    ]
+    for name, p in step["processes"].items():
+        role = (
+            "provider emulator (not the system)"
+            if name.endswith("emulator")
+            else "load generator"
+            if name == "client"
+            else "system"
+        )
+        lines.append(f"| {name} | {role} | {p['cpu_cores']:.3f} | {p['rss_mib_peak']:.0f} |")
+    return lines
+
+
 def targets_lines(record: dict[str, Any], profile_path: str | None = None) -> list[str]:
     m = record["machine"]
     pred = predict(m["cores"], m["memory_gib"], profile_path)
@@ -222,6 +246,10 @@ def render(records: list[dict[str, Any]], img_dir: Path, doc_path: Path, conditi
             "### Targets",
             "",
             *targets_lines(record),
+            "",
+            "### Processes",
+            "",
+            *process_lines(record),
             "",
             "### Model check",
             "",
