@@ -89,6 +89,15 @@ def model_check_lines(record: dict[str, Any], profile_path: str | None = None) -
         f"measured / compute limit = {'-' if share is None else f'{share * 100:.0f}%'} (target >= 90%)",
         "- CPU per device the profile predicts (cores): "
         + ", ".join(f"{k} {v:.4f}" for k, v in pred["cpu_per_device"].items()),
+        *(
+            [
+                f"- the cost profile was measured on a different CPU ({pred['profile_cpu']}, "
+                f"{pred['profile_measured'][:10]}) than this run ({m['cpu']}): part of any difference is the "
+                "hardware; `make calibrate` on this machine removes it"
+            ]
+            if pred["profile_cpu"] and pred["profile_cpu"] != m["cpu"]
+            else []
+        ),
     ]
 
 

@@ -43,6 +43,7 @@ def predict(cores: float, memory_gib: float, profile_path: str | None = None) ->
         "compute_limit_models": int(cores / models) if models else None,
         "compute_limit_all_stages": int(cores / everything) if everything else None,
         "profile_measured": profile.measured.get("date", ""),
+        "profile_cpu": profile.measured.get("machine", {}).get("cpu", ""),
     }
 
 
