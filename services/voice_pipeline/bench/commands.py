@@ -82,6 +82,15 @@ def _models(tts: str) -> dict[str, str]:
     }
 
 
+def _predictions(machine: dict[str, Any], profile: str | None) -> dict[str, Any]:
+    from voice_pipeline.bench.model_check import predict
+
+    out = {"shipped cost profile": predict(machine["cores"], machine["memory_gib"])}
+    if profile:
+        out[f"cost profile {profile}"] = predict(machine["cores"], machine["memory_gib"], profile)
+    return out
+
+
 def _bench(args: argparse.Namespace) -> int:
     from voice_pipeline.bench.docs import render
     from voice_pipeline.bench.results import load_all, save
@@ -117,7 +126,9 @@ def _bench(args: argparse.Namespace) -> int:
                     floor=not args.no_floor,
                     profile_s=args.profile_seconds,
                 )
-            path = save(run_record(mode, rig, plan, found, _models(args.tts), args.note), results)
+            record = run_record(mode, rig, plan, found, _models(args.tts), args.note)
+            record["predictions"] = _predictions(record["machine"], args.profile)
+            path = save(record, results)
             print(f"[bench {mode}] {found['supported_devices']} devices supported -> {path}", file=sys.stderr)
     render(load_all(results), docs.parent / "img", docs)
     print(f"wrote {docs}", file=sys.stderr)

@@ -71,34 +71,52 @@ TABLE_HEAD = [
 ]
 
 
+def predictions(record: dict[str, Any], profile_path: str | None = None) -> dict[str, dict[str, Any]]:
+    """The capacity model's predictions for the record's machine: those stored with the run (the
+    shipped profile, and one calibrated on the machine if the run had it), else the shipped one
+    (or `profile_path`). The last is the most specific."""
+    m = record["machine"]
+    if profile_path:
+        return {f"cost profile {profile_path}": predict(m["cores"], m["memory_gib"], profile_path)}
+    stored = record.get("predictions")
+    if stored:
+        return dict(stored)
+    return {"shipped cost profile": predict(m["cores"], m["memory_gib"])}
+
+
 def model_check_lines(record: dict[str, Any], profile_path: str | None = None) -> list[str]:
     m = record["machine"]
-    pred = predict(m["cores"], m["memory_gib"], profile_path)
     measured = int(record.get("supported_devices") or 0)
-    diff = difference(pred["plan_supported_devices"], measured)
-    share = measured / pred["compute_limit_models"] if pred["compute_limit_models"] else None
-    return [
-        f"- capacity model (`voice_operator.capacity.make_plan`, node = this machine: {m['cores']} cores, "
-        f"{m['memory_gib']:g} GiB; 0.4 core and 1.5 GiB reserved, stages planned at 70% utilization): "
-        f"**{pred['plan_supported_devices']} devices**, bottleneck {pred['plan_bottleneck']} ({pred['plan_binding']})",
-        f"- measured ({record['mode']}, {record['date'][:16]}): **{measured} devices**",
-        f"- difference (measured - predicted) / predicted: **{'-' if diff is None else f'{diff * 100:+.0f}%'}** "
-        f"(target: within 15%)",
-        f"- compute limit (cores / measured model CPU per device at the best batch size, VAD + ASR): "
-        f"{pred['compute_limit_models']} devices; with every stage's client cost: {pred['compute_limit_all_stages']}; "
-        f"measured / compute limit = {'-' if share is None else f'{share * 100:.0f}%'} (target >= 90%)",
-        "- CPU per device the profile predicts (cores): "
-        + ", ".join(f"{k} {v:.4f}" for k, v in pred["cpu_per_device"].items()),
-        *(
-            [
-                f"- the cost profile was measured on a different CPU ({pred['profile_cpu']}, "
-                f"{pred['profile_measured'][:10]}) than this run ({m['cpu']}): part of any difference is the "
-                "hardware; `make calibrate` on this machine removes it"
-            ]
-            if pred["profile_cpu"] and pred["profile_cpu"] != m["cpu"]
-            else []
-        ),
-    ]
+    lines = [f"Measured ({record['mode']}, {record['date'][:16]}): **{measured} devices**.", ""]
+    for label, pred in predictions(record, profile_path).items():
+        diff = difference(pred["plan_supported_devices"], measured)
+        share = measured / pred["compute_limit_models"] if pred["compute_limit_models"] else None
+        lines += [
+            f"With the {label} (measured {pred['profile_measured'][:10]} on {pred['profile_cpu'] or '?'}):",
+            "",
+            f"- capacity model (`voice_operator.capacity.make_plan`, node = this machine: {m['cores']} cores, "
+            f"{m['memory_gib']:g} GiB; 0.4 core and 1.5 GiB reserved, stages planned at 70% utilization): "
+            f"**{pred['plan_supported_devices']} devices**, bottleneck {pred['plan_bottleneck']} "
+            f"({pred['plan_binding']})",
+            f"- difference (measured - predicted) / predicted: **{'-' if diff is None else f'{diff * 100:+.0f}%'}** "
+            "(target: within 15%)",
+            f"- compute limit (cores / measured model CPU per device at the best batch size, VAD + ASR): "
+            f"{pred['compute_limit_models']} devices; with every stage's client cost: "
+            f"{pred['compute_limit_all_stages']}; measured / compute limit = "
+            f"{'-' if share is None else f'{share * 100:.0f}%'} (target >= 90%)",
+            "- CPU per device the profile predicts (cores): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in pred["cpu_per_device"].items()),
+            *(
+                [
+                    f"- this profile comes from a different CPU than the run ({m['cpu']}): part of the "
+                    "difference is the hardware; `make calibrate` on the benchmark machine removes it"
+                ]
+                if pred["profile_cpu"] and pred["profile_cpu"] != m["cpu"]
+                else []
+            ),
+            "",
+        ]
+    return lines
 
 
 def profile_lines(record: dict[str, Any]) -> list[str]:
@@ -168,8 +186,7 @@ def process_lines(record: dict[str, Any]) -> list[str]:
 
 
 def targets_lines(record: dict[str, Any], profile_path: str | None = None) -> list[str]:
-    m = record["machine"]
-    pred = predict(m["cores"], m["memory_gib"], profile_path)
+    pred = list(predictions(record, profile_path).values())[-1]
     measured = int(record.get("supported_devices") or 0)
     floor = (record.get("floor") or {}).get("first_audio_ms", {}).get("p50")
     at = next((s for s in record.get("steps", []) if s["devices"] == measured), None)
