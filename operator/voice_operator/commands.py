@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from voice_pipeline.common.errors import ConfigError
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -41,8 +43,32 @@ def register(sub: Any) -> None:
     scope = o.add_mutually_exclusive_group()
     scope.add_argument("--namespace", "-n", action="append", help="namespace(s) to watch")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
-    o.add_argument("--standalone", action="store_true", help="no peering / leader election (single replica)")
-    o.add_argument("--peering", default="voice-pipeline", help="kopf peering name used for leader election")
+    o.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no leader election: run exactly one operator for the watched namespaces (needs no peering objects)",
+    )
+    o.add_argument(
+        "--peering",
+        default="voice-pipeline",
+        help="leader election: name of the KopfPeering object (ClusterKopfPeering with -A) that every replica "
+        "of this operator shares; it must exist (crds/kopf-peering.yaml, the Helm chart creates it)",
+    )
+    o.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="this replica's peering priority: the live replica with the highest one works, the others stand "
+        "by (default: minus the start time in microseconds, so the oldest replica leads and none tie)",
+    )
+    o.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="seconds a replica's keep-alive stays valid, i.e. how long a crashed leader blocks the standby "
+        "(env VP_OPERATOR_PEERING_LIFETIME, default 60; a cleanly stopped leader hands over at once)",
+    )
     o.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="health endpoint URL to serve")
     o.add_argument(
         "--prometheus-url",
@@ -112,13 +138,30 @@ def _operator(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         os.environ["VP_OPERATOR_METRICS_PORT"] = str(args.metrics_port)
 
+    lifetime = args.peering_lifetime
+    if lifetime is None:
+        lifetime = _int_env("VP_OPERATOR_PEERING_LIFETIME", 60)
+    if lifetime < 1:
+        raise ConfigError(f"--peering-lifetime must be at least 1 second, got {lifetime}")
     return run_operator(
         namespaces=args.namespace or [],
         all_namespaces=args.all_namespaces,
         standalone=args.standalone,
         peering=args.peering,
         liveness=args.liveness,
+        priority=args.priority,
+        peering_lifetime=lifetime,
     )
+
+
+def _int_env(name: str, default: int) -> int:
+    import os
+
+    raw = os.environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of seconds, got {raw!r}") from None
 
 
 _ = sys

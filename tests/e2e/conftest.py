@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def kube() -> Iterator[Cluster]:
     with cluster() as c:
         c.kubectl("apply", "-f", str(ROOT / "crds" / "voicepipeline.yaml"))
+        # kopf's peering CRDs: leader election (test_leader_election) and the chart's KopfPeering.
+        c.kubectl("apply", "-f", str(ROOT / "crds" / "kopf-peering.yaml"))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if (
@@ -35,6 +37,7 @@ def kube() -> Iterator[Cluster]:
             ):
                 break
             time.sleep(0.3)
+        c.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/kopfpeerings.kopf.dev")
         yield c
 
 
