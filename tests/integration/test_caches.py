@@ -81,7 +81,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pipeline(redis_server: RedisServer) -> AsyncIterator[Pipeline]:
-    settings = CacheSettings(redis_url=redis_server.url, retry_after_s=RETRY_AFTER_S, preload_enabled=False)
+    # A deadline far above a loaded CI box's worst Redis round trip, so only a dead or frozen Redis
+    # trips the breaker here (production default: 80 ms).
+    settings = CacheSettings(
+        redis_url=redis_server.url, op_timeout_ms=1000, retry_after_s=RETRY_AFTER_S, preload_enabled=False
+    )
     metrics = Metrics()
     async with AsyncExitStack() as stack:
         caches = await stack.enter_async_context(open_caches(settings, metrics, allow_memory=False))
@@ -211,13 +215,13 @@ async def test_redis_killed_frozen_and_restarted_changes_nothing_but_the_counter
     # Killed: every request is still answered, by the stages themselves.
     pipeline.redis.kill()
     work = {stage: pipeline.work(stage) for stage in ("asr", "llm", "tts")}
-    for _ in range(3):
+    for _ in range(2):
         assert (await pipeline.asr.transcribe(audio, "auto")) == transcript
         assert (await ask(pipeline.llm, question))[0].strip()
         assert (await speak(pipeline.tts, sentence))[0] == packets
     down = pipeline.counters()
     for stage in ("asr", "llm", "tts"):
-        assert pipeline.work(stage) == work[stage] + 3
+        assert pipeline.work(stage) == work[stage] + 2
         assert down[f"{stage}:hit"] == warm[f"{stage}:hit"] and down[f"{stage}:miss"] == warm[f"{stage}:miss"]
         failed = (
             down[f"{stage}:error"]
@@ -225,7 +229,7 @@ async def test_redis_killed_frozen_and_restarted_changes_nothing_but_the_counter
             - warm[f"{stage}:error"]
             - warm[f"{stage}:bypass"]
         )
-        assert failed == 3
+        assert failed == 2
     # The first call found Redis gone (error); the rest skipped it (bypass) but for a probe per
     # retry window (error again); all of it said in one warning.
     assert down["asr:error"] >= warm["asr:error"] + 1
