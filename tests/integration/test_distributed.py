@@ -49,7 +49,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("distributed")
     # The box is shared with other test runs: a cold llama.cpp server's first token can take longer
     # than the 15 s default there. Give it room; the tests assert behaviour, not speed.
-    extra = {"llm": {"VP_LLM__FIRST_TOKEN_TIMEOUT_S": "90"}}
+    # Likewise a batcher waits a little longer for company, so that a starved event loop cannot
+    # split requests that arrived together (what batching does with them is what is tested).
+    extra = {
+        "llm": {"VP_LLM__FIRST_TOKEN_TIMEOUT_S": "90"},
+        "asr": {"VP_ASR__BATCH_MAX_WAIT_MS": "100"},
+        "vad": {"VP_VAD__BATCH_MAX_WAIT_MS": "10"},
+    }
     stages = {stage: launch(tmp, stage, extra.get(stage, {})) for stage in STAGES}
     try:
         wait_ready(list(stages.values()))
