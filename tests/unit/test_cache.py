@@ -574,3 +574,11 @@ def test_vector_mirror_ignores_entries_it_already_has_and_never_moves_back() -> 
     bad: list[str] = []
     mirrors.ingest("ns", "1700000000001-0", [b"garbage"], bad.append)
     assert len(index) == 1 and len(bad) == 1
+
+
+def test_a_redis_url_that_is_not_one_is_refused_with_the_expected_form() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="redis://host:6379/0"):
+        CacheSettings(redis_url="http://redis:6379")
+    assert CacheSettings(redis_url="rediss://:pw@redis:6380/1").redis_url.startswith("rediss://")

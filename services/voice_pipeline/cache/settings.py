@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Chosen from measured scores (tests/integration/test_cache_threshold.py): with multilingual-e5-small,
 # rewordings of one question score >= 0.97 and other questions <= 0.961, near misses included
@@ -50,3 +50,10 @@ class CacheSettings(BaseModel):
     common_questions_file: str = Field(
         "", description="YAML file {language: [questions]}; empty = the shipped English and Chinese list."
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{value!r} is not a Redis URL: use redis://host:6379/0 (rediss:// for TLS)")
+        return value
