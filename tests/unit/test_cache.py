@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from voice_pipeline.asr.settings import AsrSettings
 from voice_pipeline.cache import keys
@@ -577,8 +578,6 @@ def test_vector_mirror_ignores_entries_it_already_has_and_never_moves_back() -> 
 
 
 def test_a_redis_url_that_is_not_one_is_refused_with_the_expected_form() -> None:
-    from pydantic import ValidationError
-
     with pytest.raises(ValidationError, match="redis://host:6379/0"):
         CacheSettings(redis_url="http://redis:6379")
     assert CacheSettings(redis_url="rediss://:pw@redis:6380/1").redis_url.startswith("rediss://")
