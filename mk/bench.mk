@@ -15,8 +15,14 @@ bench-deps: $(BENCH_STAMP) ## matplotlib and py-spy (the `bench` extra)
 # The report test renders charts, so `make test` needs the extra too.
 test-prereqs:: bench-deps
 
-bench: install bench-deps ## find supported devices (all-in-one and distributed) -> bench/results, docs/benchmarks.md, docs/capacity-report.md
-	$(VENV)/bin/voice-pipeline bench $(BENCH_MODES) $(BENCH_ARGS)
+# The model check compares with the shipped cost profile and with one calibrated here first (the
+# predictions are stored in each result, so the file is simply overwritten by the next run).
+BENCH_PROFILE := bench/results/cost-profile-this-machine.json
+
+bench: install bench-deps ## calibrate here, then find supported devices (all-in-one, distributed) -> bench/results, docs/benchmarks.md, docs/capacity-report.md
+	@mkdir -p bench/results
+	$(VENV)/bin/voice-pipeline calibrate --output $(BENCH_PROFILE)
+	$(VENV)/bin/voice-pipeline bench $(BENCH_MODES) --profile $(BENCH_PROFILE) $(BENCH_ARGS)
 	$(VENV)/bin/voice-pipeline report
 
 bench-docs: bench-deps ## regenerate docs/benchmarks.md from bench/results without measuring
