@@ -44,15 +44,19 @@ def helm(kube: Cluster, *args: str, check: bool = True) -> subprocess.CompletedP
 
 @pytest.mark.parametrize("values", sorted((CHART / "ci").glob("*-values.yaml")), ids=lambda p: p.name)
 def test_rendered_manifests_pass_server_side_validation(kube: Cluster, namespace: str, values: Path) -> None:
+    server = json.loads(kube.kubectl("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
     rendered = helm(
-        kube, "template", RELEASE, str(CHART), "-n", namespace, "-f", str(values), "--include-crds"
-    ).stdout
+        kube, "template", RELEASE, str(CHART), "-n", namespace, "-f", str(values), "--include-crds",
+        "--kube-version", server,  # what `helm install` learns from the cluster itself
+    ).stdout  # fmt: skip
     result = kube.kubectl(
         "-n", namespace, "apply", "--dry-run=server", "-f", "-", input=rendered, check=False
     )
     assert result.returncode == 0, result.stderr
     assert "voicepipeline.voice.pipeline.dev/" in result.stdout and "(server dry run)" in result.stdout
     assert "customresourcedefinition.apiextensions.k8s.io/voicepipelines.voice.pipeline.dev" in result.stdout
+    assert "customresourcedefinition.apiextensions.k8s.io/kopfpeerings.kopf.dev" in result.stdout
+    assert f"kopfpeering.kopf.dev/{FULLNAME}" in result.stdout  # the leader election object
 
 
 def _token_kubeconfig(kube: Cluster, namespace: str, service_account: str, path: Path) -> Path:
@@ -99,7 +103,9 @@ def _chart_operator(kube: Cluster, namespace: str) -> tuple[list[str], dict[str,
     command = list(container["command"])
     command[command.index("--liveness") + 1] = f"http://127.0.0.1:{free_port()}/healthz"
     env = {e["name"]: e.get("value", "") for e in container["env"]}
+    assert env.pop("POD_ID") == ""  # a fieldRef: what the kubelet would fill in is the Pod's name
     env.update(
+        POD_ID=f"{FULLNAME}-operator-local",
         VP_OPERATOR_RESYNC_SECONDS="2",
         VP_OPERATOR_METRICS_PORT=str(free_port()),
         VP_OPERATOR_METRICS_ADDR="127.0.0.1",
@@ -159,6 +165,13 @@ def test_install_reconcile_upgrade_uninstall_with_the_chart_rbac(
             timeout=90,
         )  # fmt: skip
         mark("operator (chart ServiceAccount) applied the 5 stage Deployments")
+        # Leader election through the chart's KopfPeering, with the chart's RBAC: the one replica leads.
+        peering = command[command.index("--peering") + 1]
+        peers = wait_for(
+            "the operator's keep-alive in the chart's KopfPeering",
+            lambda: get(kube, namespace, "kopfpeering", peering).get("status"),
+        )
+        assert list(peers) == [f"{FULLNAME}-operator-local"], peers
         image = next(iter(deployments["items"]))["spec"]["template"]["spec"]["containers"][0]["image"]
         assert image == "ghcr.io/voice-pipeline/services:0.1.0"  # the chart's image.services
         asr_before = get(kube, namespace, "deployment", f"{FULLNAME}-asr")["spec"]["replicas"]
@@ -253,6 +266,10 @@ def test_install_reconcile_upgrade_uninstall_with_the_chart_rbac(
         assert f"deleted 1 VoicePipeline(s) in {namespace}: {FULLNAME}" in output
         assert "removed the operator's finalizer" not in output  # the operator released it itself
         mark("cleanup hook: VoicePipeline gone (operator removed its finalizer)")
+        # Everything the operator did while the release existed must pass the chart's RBAC. Once the
+        # hook is done, helm deletes the operator's Deployment and its Role together: a keep-alive
+        # in flight then may be refused, as in a cluster, and the KopfPeering goes away anyway.
+        release_log = operator_log.read_text(errors="replace")
         kube.kubectl("-n", namespace, "patch", "job", f"{FULLNAME}-cleanup", "--subresource=status", "--type=merge",
                      "-p", json.dumps({"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}}))  # fmt: skip
         out, _ = uninstall.communicate(timeout=240)
@@ -262,11 +279,10 @@ def test_install_reconcile_upgrade_uninstall_with_the_chart_rbac(
         operator.terminate()
         operator.wait(15)
 
-    log = operator_log.read_text(errors="replace")
-    trouble = [line for line in log.splitlines() if any(t in line for t in PERMISSION_TROUBLE)]
+    trouble = [line for line in release_log.splitlines() if any(t in line for t in PERMISSION_TROUBLE)]
     assert not trouble, "the chart's RBAC refused the operator something:\n" + "\n".join(trouble[:10])
 
-    kinds = "deployments,services,configmaps,statefulsets,roles,rolebindings,poddisruptionbudgets,voicepipelines,serviceaccounts,jobs,pods,secrets"
+    kinds = "deployments,services,configmaps,statefulsets,roles,rolebindings,poddisruptionbudgets,voicepipelines,serviceaccounts,jobs,pods,secrets,kopfpeerings"
 
     def leftovers() -> list[str]:
         items = get(kube, namespace, kinds)["items"]
@@ -280,4 +296,5 @@ def test_install_reconcile_upgrade_uninstall_with_the_chart_rbac(
         print(f"after uninstall, left: {leftovers()}")
     mark("namespace empty (owned objects garbage-collected)")
     assert kube.kubectl("get", "crd", "voicepipelines.voice.pipeline.dev").returncode == 0
+    assert kube.kubectl("get", "crd", "kopfpeerings.kopf.dev").returncode == 0
     print("timeline:\n" + "\n".join(timeline))

@@ -104,6 +104,8 @@ def test_each_scenario_renders_the_expected_objects(values: Path) -> None:
         (["--set", "pipeline.stages.whisper.maxReplicas=2"], "Additional property whisper is not allowed"),
         (["--set", "redis.external.url=http://nope"], "redis.external.url: Does not match pattern"),
         (["--set", "operator.logLevel=LOUD"], "operator.logLevel must be one of the following"),
+        (["--set", "operator.replicas=0"], "operator.replicas: Must be greater than or equal to 1"),
+        (["--set", "operator.leaderElection.peeringName=Not_A_Name"], "operator.leaderElection.peeringName: Does not match pattern"),
         (["--set-json", 'pipeline.llmProviders=[{"name":"q","apiKey":"sk-123"}]'], "Additional property apiKey is not allowed"),
     ],
 )  # fmt: skip
@@ -172,6 +174,14 @@ def test_rbac_is_namespaced_and_least_privilege() -> None:
         )
     assert {v for g, r, v in granted if r == "voicepipelines"} == {"get", "list", "watch", "patch"}
     assert {v for g, r, v in granted if r == "events"} == {"create"}
+    # Leader election: the pre-flight GET, kopf's list/watch and keep-alive PATCH of the KopfPeering.
+    assert {v for g, r, v in granted if (g, r) == ("kopf.dev", "kopfpeerings")} == {
+        "get",
+        "list",
+        "watch",
+        "patch",
+    }
+    assert not any(r == "clusterkopfpeerings" for _, r, _ in granted)
 
 
 def test_without_the_operator_no_rbac_is_rendered() -> None:
@@ -197,8 +207,55 @@ def test_calibrated_cost_profile_reaches_the_operator(tmp_path: Path) -> None:
 
 def test_crds_folder_renders_the_source_of_truth() -> None:
     docs = render("--include-crds")
-    crd = one(docs, "CustomResourceDefinition")
+    crd = one(docs, "CustomResourceDefinition", "voicepipelines.voice.pipeline.dev")
     assert crd == yaml.safe_load((ROOT / "crds" / "voicepipeline.yaml").read_text())
+    peering = [d for d in yaml.safe_load_all((ROOT / "crds" / "kopf-peering.yaml").read_text()) if d]
+    crds = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
+    assert [crds[d["metadata"]["name"]] for d in peering] == peering and len(crds) == 3
+    assert {d["spec"]["names"]["kind"]: d["spec"]["scope"] for d in peering} == {
+        "KopfPeering": "Namespaced",
+        "ClusterKopfPeering": "Cluster",
+    }
+
+
+def _operator_command(docs: list[Doc]) -> list[str]:
+    return list(one(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]["command"])
+
+
+def test_leader_election_runs_replicas_on_the_release_peering() -> None:
+    docs = render()
+    deployment = one(docs, "Deployment", "-operator")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    command = _operator_command(docs)
+    assert cli_parses(command) and "--standalone" not in command
+    peering = one(docs, "KopfPeering")
+    assert peering["apiVersion"] == "kopf.dev/v1"
+    assert command[command.index("--peering") + 1] == peering["metadata"]["name"] == "vp-voice-pipeline"
+    assert command[command.index("--peering-lifetime") + 1] == "30"
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
+    pdb = one(docs, "PodDisruptionBudget", "-operator")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    named = render("--set", "operator.leaderElection.peeringName=ops", "--set", "operator.replicas=3")
+    assert one(named, "KopfPeering")["metadata"]["name"] == "ops" and "--peering" in _operator_command(named)
+    assert _operator_command(named)[_operator_command(named).index("--peering") + 1] == "ops"
+    assert one(named, "Deployment", "-operator")["spec"]["replicas"] == 3
+    single = render("--set", "operator.replicas=1")
+    assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]  # a PDB on 1 Pod blocks drains
+    assert one(single, "KopfPeering") and "--peering" in _operator_command(single)
+
+
+def test_without_leader_election_one_standalone_replica() -> None:
+    docs = render("--set", "operator.leaderElection.enabled=false", "--set", "operator.replicas=3")
+    deployment = one(docs, "Deployment", "-operator")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    command = _operator_command(docs)
+    assert cli_parses(command) and "--standalone" in command and "--peering" not in command
+    assert not [d for d in docs if d["kind"] in ("KopfPeering", "PodDisruptionBudget")]
+    rules = one(docs, "Role", "-operator")["rules"]
+    assert not [r for r in rules if "kopf.dev" in r["apiGroups"]]
 
 
 def test_monitoring_objects_follow_the_available_apis() -> None:

@@ -11,10 +11,17 @@ from voice_pipeline.chart_docs import CHART, READMES, documented_keys, render
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_chart_crd_is_identical_to_the_source_of_truth() -> None:
-    assert (CHART / "crds" / "voicepipeline.yaml").read_bytes() == (
-        ROOT / "crds" / "voicepipeline.yaml"
-    ).read_bytes(), "run: cp crds/voicepipeline.yaml charts/voice-pipeline/crds/"
+@pytest.mark.parametrize("crd", ["voicepipeline.yaml", "kopf-peering.yaml"])
+def test_chart_crd_is_identical_to_the_source_of_truth(crd: str) -> None:
+    assert (CHART / "crds" / crd).read_bytes() == (ROOT / "crds" / crd).read_bytes(), (
+        f"run: cp crds/{crd} charts/voice-pipeline/crds/"
+    )
+
+
+def test_chart_ships_exactly_the_project_crds() -> None:
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted(
+        p.name for p in (ROOT / "crds").glob("*.yaml")
+    )
 
 
 @pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(ROOT)))

@@ -100,3 +100,13 @@ helm.sh/hook: pre-delete
 helm.sh/hook-weight: {{ . | quote }}
 helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 {{- end -}}
+
+{{/* The KopfPeering object the operator replicas share for leader election. */}}
+{{- define "voice-pipeline.peeringName" -}}
+{{- default (include "voice-pipeline.fullname" .) .Values.operator.leaderElection.peeringName -}}
+{{- end -}}
+
+{{/* Operator replicas: as asked with leader election, exactly one without (kopf --standalone). */}}
+{{- define "voice-pipeline.operatorReplicas" -}}
+{{- if .Values.operator.leaderElection.enabled -}}{{ .Values.operator.replicas }}{{- else -}}1{{- end -}}
+{{- end -}}
