@@ -171,7 +171,10 @@ class Fleet:
                     await device.close()
                     device = None
                     self.connected -= 1
-                await asyncio.sleep(rng.uniform(cfg.think_min_s, cfg.think_max_s))
+                think = rng.uniform(cfg.think_min_s, cfg.think_max_s)
+                if time.monotonic() + think >= self._stop_at:
+                    break  # no turn would start after this pause: end now instead of idling
+                await asyncio.sleep(think)
         finally:
             if device is not None:
                 await device.close()
