@@ -64,6 +64,18 @@ class _Loop:
 
 
 _loops: dict[str, _Loop] = {}
+
+
+class _QuietTicks(logging.Filter):
+    """kopf logs, and with posting at INFO also posts as a Kubernetes Event, every handler success:
+    for this timer that is a write every tick (most ticks only check the interval). Actions are
+    logged and posted by this module itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timer 'autoscale' succeeded")
+
+
+logging.getLogger("kopf.objects").addFilter(_QuietTicks())
 _clients: dict[str, PrometheusClient] = {}
 
 
