@@ -303,8 +303,12 @@ def test_load_scales_the_bottleneck_up_and_back_down(
             f'sum by (action) (voice_operator_autoscaler_actions_total{{namespace="{namespace}",stage="asr"}})'
         )
         found = {r["metric"]["action"]: float(r["value"][1]) for r in rows}
-        return found if found.get("scale_down") else {}
+        return found if found.get("scale_up") == ups and found.get("scale_down") == downs else {}
 
+    # One count per action: as many as the Events say.
+    events = [e for e in autoscaler_events(kube, namespace) if e["message"].startswith("asr ")]
+    ups = sum(int(e.get("count") or 1) for e in events if e["reason"] == "ScaledUp")
+    downs = sum(int(e.get("count") or 1) for e in events if e["reason"] == "ScaledDown")
     actions = wait_for("the decision counter in Prometheus", counted, timeout=30)
     assert actions["scale_up"] >= 1 and actions["scale_down"] >= 1
     final = vp(kube, namespace, NAME)["status"]
