@@ -31,13 +31,22 @@ HANDLED = ("kopf.objects: ", ": applied ")
 class Replica:
     """One operator process with a peering priority and its own log."""
 
-    def __init__(self, kube: Cluster, namespace: str, log: Path, name: str, priority: int) -> None:
+    def __init__(
+        self,
+        kube: Cluster,
+        namespace: str,
+        log: Path,
+        name: str,
+        priority: int | None,
+        lifetime: int = LIFETIME,
+    ) -> None:
         self.name, self.log = name, log
+        chosen = [] if priority is None else ["--priority", str(priority)]  # None: the default, by start time
         env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "VP_OPERATOR_RESYNC_SECONDS": "2",
                "VP_OPERATOR_METRICS_PORT": "0", "POD_ID": name}  # fmt: skip
         self.process = subprocess.Popen(
             [sys.executable, "-m", "voice_pipeline.cli", "operator", "--namespace", namespace,
-             "--peering", PEERING, "--priority", str(priority), "--peering-lifetime", str(LIFETIME),
+             "--peering", PEERING, *chosen, "--peering-lifetime", str(lifetime),
              "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
             stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )  # fmt: skip
@@ -84,11 +93,15 @@ def test_missing_peering_object_is_a_clear_error(kube: Cluster, namespace: str, 
     assert f"kubectl -n {namespace} apply -f -" in result.stderr and "--standalone" in result.stderr
 
 
+def create_peering(kube: Cluster, namespace: str) -> None:
+    peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}}
+    assert apply(kube, namespace, json.dumps(peering)).returncode == 0
+
+
 def test_one_replica_leads_and_the_other_takes_over(
     kube: Cluster, namespace: str, tmp_path: Path, replicas: list[Replica]
 ) -> None:
-    peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}}
-    assert apply(kube, namespace, json.dumps(peering)).returncode == 0
+    create_peering(kube, namespace)
     leader = Replica(kube, namespace, tmp_path / "leader.log", "leader", priority=200)
     replicas.append(leader)
     wait_for("the leader's keep-alive", lambda: "leader" in peers(kube, namespace), timeout=90)
@@ -123,3 +136,42 @@ def test_one_replica_leads_and_the_other_takes_over(
     assert standby.handled() and "Resuming operations" in standby.text()
     # The dead leader's keep-alive is cleaned up by the survivor.
     wait_for("only the standby left in the peering", lambda: list(peers(kube, namespace)) == ["standby"])
+
+
+def test_default_priorities_the_oldest_leads_and_a_clean_stop_hands_over_at_once(
+    kube: Cluster, namespace: str, tmp_path: Path, replicas: list[Replica]
+) -> None:
+    """As the chart runs them: no --priority. A rollout's SIGTERM must not leave the pipeline
+    unattended for a whole lifetime: the stopping leader removes its keep-alive on the way out."""
+    create_peering(kube, namespace)
+    lifetime = 120  # far longer than the wait below: only the goodbye can explain a takeover
+    first = Replica(kube, namespace, tmp_path / "first.log", "first", None, lifetime)
+    replicas.append(first)
+    wait_for("the first keep-alive", lambda: "first" in peers(kube, namespace), timeout=90)
+    second = Replica(kube, namespace, tmp_path / "second.log", "second", None, lifetime)
+    replicas.append(second)
+    status = wait_for("both keep-alives", lambda: len(s := peers(kube, namespace)) == 2 and s, timeout=90)
+    assert status["first"]["priority"] > status["second"]["priority"]  # the older replica leads
+
+    apply(kube, namespace, manifest("lab", 10))
+    wait_for(
+        "the leader's work",
+        lambda: len(get(kube, namespace, "deployments")["items"]) == 5 and first.handled(),
+    )
+    assert not second.handled(), second.handled()
+
+    first.process.terminate()
+    assert first.process.wait(30) == 0
+    stopped = time.monotonic()
+    assert "second" in peers(kube, namespace) and "first" not in peers(kube, namespace)
+    apply(kube, namespace, manifest("lab", 40))
+    target = expected_plan(40).stages["asr"].replicas
+    wait_for(
+        "the second replica reconciles the change",
+        lambda: (
+            get(kube, namespace, "deployment", "lab-asr")["spec"]["replicas"] == target and second.handled()
+        ),
+        timeout=lifetime / 2,
+    )
+    print(f"handover after a clean stop (SIGTERM leader -> standby reconciled devices 10 -> 40): "
+          f"{time.monotonic() - stopped:.1f} s with a {lifetime} s peering lifetime")  # fmt: skip
