@@ -46,6 +46,10 @@ def register(sub: Any) -> None:
     b.add_argument("--tokens-per-s", type=float, default=30.0, help="LLM emulator token rate")
     b.add_argument("--tts-first-audio-ms", type=float, default=250.0, help="TTS emulator time to first audio")
     b.add_argument(
+        "--profile",
+        help="also compare with this cost profile (e.g. `calibrate` run on the benchmark machine)",
+    )
+    b.add_argument(
         "--note", default="", help="conditions of this run, recorded with it (e.g. a busy machine)"
     )
     b.add_argument("--results", default="bench/results", help="results directory (default bench/results)")
