@@ -1,5 +1,5 @@
 # Capacity benchmarks (issue 7): `make bench` is NOT part of `make test` (it takes tens of minutes).
-.PHONY: bench bench-deps bench-docs report
+.PHONY: bench bench-deps bench-docs bench-embedded report
 
 BENCH_STAMP := $(VENV)/.bench-deps-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 # Extra arguments for the search, e.g. BENCH_ARGS='--duration 120 --note "idle machine"'.
@@ -30,3 +30,6 @@ bench-docs: bench-deps ## regenerate docs/benchmarks.md from bench/results witho
 
 report: bench-deps ## the capacity report (docs/capacity-report.md) from the cost profile and bench/results
 	$(VENV)/bin/voice-pipeline report
+
+bench-embedded: install bench-deps ## the fully local (embedded) mode on its own: local llama.cpp, Piper / espeak-ng
+	$(VENV)/bin/voice-pipeline bench --mode allinone --llm local --tts local --start 1 $(BENCH_ARGS)

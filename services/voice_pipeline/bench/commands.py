@@ -42,6 +42,12 @@ def register(sub: Any) -> None:
     b.add_argument(
         "--tts", choices=["emulator", "local"], default="emulator", help="TTS provider (default emulator)"
     )
+    b.add_argument(
+        "--llm",
+        choices=["emulator", "local"],
+        default="emulator",
+        help="LLM provider: the emulator (default) or the local llama.cpp server (embedded mode)",
+    )
     b.add_argument("--ttft-ms", type=float, default=400.0, help="LLM emulator time to first token")
     b.add_argument("--tokens-per-s", type=float, default=30.0, help="LLM emulator token rate")
     b.add_argument("--tts-first-audio-ms", type=float, default=250.0, help="TTS emulator time to first audio")
@@ -73,7 +79,7 @@ def register(sub: Any) -> None:
     r.set_defaults(func=_report)
 
 
-def _models(tts: str) -> dict[str, str]:
+def _models(tts: str, llm: str) -> dict[str, str]:
     from voice_pipeline.allinone import AllInOneSettings
 
     s = AllInOneSettings()
@@ -81,7 +87,7 @@ def _models(tts: str) -> dict[str, str]:
     return {
         "vad": "silero-vad",
         "asr": str(asr),
-        "llm": "emulator (OpenAI-compatible)",
+        "llm": "emulator (OpenAI-compatible)" if llm == "emulator" else f"llama.cpp {s.llm.local_model}",
         "tts": "emulator (OpenAI /v1/audio/speech pcm)" if tts == "emulator" else "piper / espeak-ng",
     }
 
@@ -115,6 +121,7 @@ def _bench(args: argparse.Namespace) -> int:
                 LlmProfile(ttft_ms=args.ttft_ms, tokens_per_s=args.tokens_per_s),
                 TtsProfile(first_audio_ms=args.tts_first_audio_ms),
                 tts=args.tts,
+                llm=args.llm,
             )
             with rig:
                 print(f"[bench {mode}] system at {rig.url}; logs in {work}", file=sys.stderr, flush=True)
@@ -130,7 +137,10 @@ def _bench(args: argparse.Namespace) -> int:
                     floor=not args.no_floor,
                     profile_s=args.profile_seconds,
                 )
-            record = run_record(mode, rig, plan, found, _models(args.tts), args.note)
+            # Local providers measure the embedded mode: a figure of its own, never mixed with the
+            # emulated-provider capacity.
+            label = mode if args.llm == args.tts == "emulator" else f"{mode}-embedded"
+            record = run_record(label, rig, plan, found, _models(args.tts, args.llm), args.note)
             record["predictions"] = _predictions(record["machine"], args.profile)
             path = save(record, results)
             print(f"[bench {mode}] {found['supported_devices']} devices supported -> {path}", file=sys.stderr)

@@ -9,7 +9,7 @@ from voice_pipeline.bench import charts
 from voice_pipeline.bench.model_check import difference, predict
 from voice_pipeline.bench.results import latest
 
-MODES = ("allinone", "distributed")
+MODES = ("allinone", "distributed", "allinone-embedded")
 
 
 def _ms(v: float | None) -> str:

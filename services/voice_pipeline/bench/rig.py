@@ -25,6 +25,7 @@ from voice_pipeline.emulators.profiles import LlmProfile, TtsProfile
 
 Mode = Literal["allinone", "distributed"]
 TtsChoice = Literal["emulator", "local"]
+LlmChoice = Literal["emulator", "local"]
 CLI = [sys.executable, "-m", "voice_pipeline.cli"]
 SYSTEM_PROCESSES = {"allinone": ("server",), "distributed": ("gateway", "vad", "asr", "llm", "tts")}
 # The settings class of each system process: a process refuses VP_ keys it does not know, so each
@@ -125,17 +126,23 @@ def start_tts_emulator(log_dir: Path, profile: TtsProfile) -> Proc:
     return start("tts-emulator", argv, port, log_dir, "/healthz", timeout=60)
 
 
-def provider_env(llm_url: str, tts_url: str | None) -> dict[str, str]:
-    """Settings that point the pipeline at the emulators (tts_url None: the local TTS engines)."""
+def provider_env(llm_url: str | None, tts_url: str | None) -> dict[str, str]:
+    """Settings that point the pipeline at the emulators (None: the local engines, the embedded
+    mode: llama.cpp started by the system, Piper / espeak-ng in its process)."""
     env = {
-        "VP_LLM__BASE_URL": f"{llm_url}/v1",
-        "VP_LLM__MODEL": "emulator",
-        "VP_LLM__PROVIDER_NAME": "emulator",
         "VP_TTS__EDGE_ENABLED": "false",
         # The fleet replays four clips: with caches on, every repeat would be a cache hit and the
         # run would measure the caches, not the work. Capacity is measured with them off.
         "VP_CACHE__ENABLED": "false",
     }
+    if llm_url:
+        env.update(
+            {
+                "VP_LLM__BASE_URL": f"{llm_url}/v1",
+                "VP_LLM__MODEL": "emulator",
+                "VP_LLM__PROVIDER_NAME": "emulator",
+            }
+        )
     if tts_url:
         env["VP_TTS__ENGINES"] = json.dumps({"zh": ["openai"], "en": ["openai"]})
         env["VP_TTS__OPENAI_BASE_URL"] = f"{tts_url}/v1"
@@ -151,6 +158,7 @@ class Rig:
     llm_profile: LlmProfile = field(default_factory=LlmProfile)
     tts_profile: TtsProfile = field(default_factory=TtsProfile)
     tts: TtsChoice = "emulator"
+    llm: LlmChoice = "emulator"
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
     url: str = ""
@@ -159,11 +167,12 @@ class Rig:
     def __enter__(self) -> Rig:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self._add(start_llm_emulator(self.log_dir, self.llm_profile))
+            if self.llm == "emulator":
+                self._add(start_llm_emulator(self.log_dir, self.llm_profile))
             if self.tts == "emulator":
                 self._add(start_tts_emulator(self.log_dir, self.tts_profile))
             env = provider_env(
-                self.procs["llm-emulator"].http,
+                self.procs["llm-emulator"].http if self.llm == "emulator" else None,
                 self.procs["tts-emulator"].http if self.tts == "emulator" else None,
             )
             env.update(self.extra_env)
@@ -221,7 +230,13 @@ class Rig:
 
     def profile_json(self) -> dict[str, Any]:
         return {
-            "llm": {"emulator": self.llm_profile.as_json(), "describe": self.llm_profile.describe()},
+            "llm": (
+                {"emulator": self.llm_profile.as_json(), "describe": self.llm_profile.describe()}
+                if self.llm == "emulator"
+                else {
+                    "describe": "local llama.cpp server started by the system (its CPU counts as the system's)"
+                }
+            ),
             "tts": (
                 {"emulator": self.tts_profile.as_json(), "describe": self.tts_profile.describe()}
                 if self.tts == "emulator"
