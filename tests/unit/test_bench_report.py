@@ -104,6 +104,7 @@ def test_benchmarks_page_has_table_plots_model_check_and_profile(results: Path, 
     assert "1.5 0.9 0.5" in text  # load average recorded with each row
     assert "abc1234" in text and "whisper-base" in text and "first token 400 ms" in text
     assert "capacity model" in text and "difference (measured - predicted)" in text
+    assert "0.0200 cores per device" in text and "full at **100 devices**" in text
     assert "`opuslib`" in text
     assert "| llm-emulator | provider emulator (not the system) |" in text
     assert "No distributed run recorded yet." in text

@@ -84,10 +84,34 @@ def predictions(record: dict[str, Any], profile_path: str | None = None) -> dict
     return {"shipped cost profile": predict(m["cores"], m["memory_gib"])}
 
 
+def cpu_per_device(record: dict[str, Any]) -> tuple[float, float] | None:
+    """Least-squares line of the system's CPU (cores) over fleet size: (per device, fixed).
+    CPU time, unlike latency, hardly depends on what else runs on the machine."""
+    points = [
+        (s["devices"], s["system_cpu_cores"]) for s in [record.get("floor"), *record.get("steps", [])] if s
+    ]
+    if len({n for n, _ in points}) < 2:
+        return None
+    mean_n = sum(n for n, _ in points) / len(points)
+    mean_c = sum(c for _, c in points) / len(points)
+    var = sum((n - mean_n) ** 2 for n, _ in points)
+    slope = sum((n - mean_n) * (c - mean_c) for n, c in points) / var
+    return slope, mean_c - slope * mean_n
+
+
 def model_check_lines(record: dict[str, Any], profile_path: str | None = None) -> list[str]:
     m = record["machine"]
     measured = int(record.get("supported_devices") or 0)
     lines = [f"Measured ({record['mode']}, {record['date'][:16]}): **{measured} devices**.", ""]
+    fit = cpu_per_device(record)
+    if fit and fit[0] > 0:
+        per, fixed = fit
+        lines += [
+            f"Measured CPU of the system: {per:.4f} cores per device (+ {fixed:.2f} fixed), fitted over "
+            f"every fleet size; the {m['cores']} cores would be full at **{int((m['cores'] - fixed) / per)} "
+            "devices** (the CPU-bound ceiling; CPU time is far less sensitive than latency to the machine's other load).",
+            "",
+        ]
     for label, pred in predictions(record, profile_path).items():
         diff = difference(pred["plan_supported_devices"], measured)
         share = measured / pred["compute_limit_models"] if pred["compute_limit_models"] else None
