@@ -204,3 +204,33 @@ async def test_audio_while_speaking_is_ignored_in_auto_mode() -> None:
     await conv.audio(np.ones(960, np.int16))
     assert stages.vad.fed == fed  # type: ignore[attr-defined]
     await wait_reply(conv)
+
+
+class RefusingVad(FakeVad):
+    """Refuses the first `refusals` chunks as an overloaded VAD service would."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    async def feed(self, session_id: str, pcm: np.ndarray) -> list[VadEvent]:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise OverloadedError("vad", 4)
+        return await super().feed(session_id, pcm)
+
+
+async def test_an_overloaded_vad_drops_chunks_and_tells_the_device_once_then_the_turn_works() -> None:
+    conv, out, stages = make(FakeLlm(["Fine, thanks."]))
+    stages.vad = RefusingVad(refusals=5)
+    conv.stages = stages
+    await conv.listen_start("auto")
+    for _ in range(5):  # all refused: one message, not five, and nothing buffered
+        await conv.audio(np.ones(960, np.int16))
+    assert out.kinds() == ["error:overloaded"]
+    assert conv._buffer.size == 0
+    await speak(conv)
+    await wait_reply(conv)
+    assert out.kinds()[1] == "stt" and out.kinds()[-1] == "tts:stop"
+    # Only the accepted chunks reached the VAD (10 voiced + 1 silent), so its sample numbers match the buffer.
+    assert stages.vad.fed == 11 * 960  # type: ignore[attr-defined]

@@ -44,6 +44,7 @@ from voice_pipeline.llm.sentences import SentenceSplitter, join_sentences
 log = logging.getLogger(__name__)
 
 _END = object()  # queue sentinel: the producer is done
+VAD_COMPLAINT_INTERVAL_S = 2.0  # at most one VAD error message per session in this interval
 
 
 class Outbound(Protocol):
@@ -152,6 +153,7 @@ class Conversation:
         self._reply: asyncio.Task[None] | None = None
         self._language: Language = self._parse_language(settings.language)
         self.last_turn: TurnTimes | None = None
+        self._last_vad_complaint = -VAD_COMPLAINT_INTERVAL_S
 
     @staticmethod
     def _parse_language(value: str) -> Language:
@@ -170,7 +172,10 @@ class Conversation:
         self.mode = mode
         self.listening = True
         self._buffer.clear()
-        await self.stages.vad.reset(self.session_id)
+        try:
+            await self.stages.vad.reset(self.session_id)
+        except VoicePipelineError as exc:
+            await self._vad_trouble(exc)
 
     async def listen_stop(self) -> None:
         """Push-to-talk release: transcribe what was buffered (manual mode)."""
@@ -194,11 +199,18 @@ class Conversation:
             return  # mic closed (speaking or idle): drop, as the reference server does
         if self.speaking and self.mode != "realtime":
             return
+        if self.mode == "manual":
+            self._buffer.append(pcm)
+            self._fed += len(pcm)
+            return
+        try:
+            events = await self.stages.vad.feed(self.session_id, pcm)
+        except VoicePipelineError as exc:
+            # Drop the chunk from the buffer too, so VAD sample numbers keep matching it.
+            await self._vad_trouble(exc)
+            return
         self._buffer.append(pcm)
         self._fed += len(pcm)
-        if self.mode == "manual":
-            return
-        events = await self.stages.vad.feed(self.session_id, pcm)
         for event in events:
             if event.kind == "speech_start":
                 self._on_activity()
@@ -355,6 +367,20 @@ class Conversation:
         self.speaking = False
         if send_stop and (was_speaking or task is not None):
             await self.out.send_json(proto.tts_stop(self.session_id))
+
+    async def _vad_trouble(self, exc: VoicePipelineError) -> None:
+        """The VAD refused or failed a chunk: tell the device, at most once per interval.
+
+        Audio arrives every 60 ms; one message per chunk would flood the device and the log.
+        The session goes on: the next chunk is tried again.
+        """
+        now = time.monotonic()
+        if now - self._last_vad_complaint < VAD_COMPLAINT_INTERVAL_S:
+            return
+        self._last_vad_complaint = now
+        code = "overloaded" if isinstance(exc, OverloadedError) else "vad_failed"
+        log.warning("session %s: VAD: %s", self.session_id, exc)
+        await self._send_error(code, str(exc))
 
     async def _send_error(self, code: str, message: str) -> None:
         await self.out.send_json(proto.error(code, message, self.session_id))

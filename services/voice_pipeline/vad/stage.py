@@ -74,11 +74,14 @@ class InProcessVad:
     async def feed(self, session_id: str, pcm: Int16Array) -> list[VadEvent]:
         session = self._session(session_id)
         audio = np.concatenate([session.remainder, int16_to_float(pcm)])
-        windows, session.remainder = split_windows(audio)
+        windows, remainder = split_windows(audio)
         if not windows:
+            session.remainder = remainder
             return []
         assert self._batcher is not None, "use InProcessVad as an async context manager"
+        # A refused chunk (overload) leaves the session as it was: the caller drops it whole.
         probabilities = await self._batcher.submit(_Job(session.model, windows))
+        session.remainder = remainder
         events = []
         for p in probabilities:
             event = session.segmenter.push(p)
