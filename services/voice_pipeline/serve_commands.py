@@ -140,6 +140,7 @@ def _run_gateway(module: Any, settings: Any) -> int:
         host=gw.host,
         port=gw.port,
         ws_max_size=gw.max_message_bytes,
+        ws_per_message_deflate=False,  # Opus does not compress; deflate only costs CPU
         log_level="warning",
         lifespan="on",
     )
@@ -211,6 +212,7 @@ def _run(settings: Any) -> int:
         host=gw.host,
         port=gw.port,
         ws_max_size=gw.max_message_bytes,
+        ws_per_message_deflate=False,  # Opus does not compress; deflate only costs CPU
         log_level="warning",
         lifespan="on",
     )

@@ -120,7 +120,13 @@ class DrainingServer:
 
         drain: Drain = app.state.drain
         config = uvicorn.Config(
-            app, host=host, port=port, ws_max_size=ws_max_size, log_level="warning", lifespan="on"
+            app,
+            host=host,
+            port=port,
+            ws_max_size=ws_max_size,
+            ws_per_message_deflate=False,  # audio frames do not compress; deflate only costs CPU
+            log_level="warning",
+            lifespan="on",
         )
 
         class _Server(uvicorn.Server):
