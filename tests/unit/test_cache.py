@@ -71,7 +71,13 @@ def test_tts_key_depends_on_text_voice_engines_and_format() -> None:
         assert keys.tts_key("vp", variant, other) != key
     assert keys.tts_variant(TtsSettings(engines={"en": ["espeak"]}), "en") != variant
     assert keys.tts_variant(TtsSettings(espeak_rate=200), "en") != variant
-    assert keys.tts_variant(TtsSettings(max_concurrency=2), "en") == variant
+    assert keys.tts_variant(TtsSettings(opus_complexity=9), "en") != variant
+    assert (
+        keys.tts_variant(TtsSettings(engines={"en": ["edge", "piper", "espeak"], "zh": ["espeak"]}), "en")
+        == variant
+    )
+    for same in (TtsSettings(max_concurrency=2), TtsSettings(timeout_s=3), TtsSettings(azure_key_env="K")):
+        assert keys.tts_variant(same, "en") == variant
 
 
 def test_key_parts_are_length_prefixed() -> None:

@@ -72,7 +72,14 @@ class Caches:
         if guard is None:
             return inner
         prefix, ttl = self.settings.key_prefix, self.settings.tts_ttl_s
-        return CachedTts(inner, guard, self.metrics, prefix, lambda lang: keys.tts_variant(tts, lang), ttl)
+        variants: dict[str, str] = {}  # per language, computed once
+
+        def variant(language: str) -> str:
+            if language not in variants:
+                variants[language] = keys.tts_variant(tts, language)
+            return variants[language]
+
+        return CachedTts(inner, guard, self.metrics, prefix, variant, ttl)
 
     def start_preload(
         self, llm: LlmStage, system_prompts: dict[str, str], tts: TtsStage | None, speech: SpeechFormat | None

@@ -55,16 +55,21 @@ def decode_transcript(data: bytes) -> Transcript:
 
 
 def tts_variant(settings: TtsSettings, language: str) -> str:
-    """The TTS settings that change a sentence's audio for `language`: its engine chain and the
-    voices and rate those engines use."""
-    engines = settings.engines.get(language)
+    """The TTS settings that can change a sentence's audio for `language`: every setting but those
+    about time, load and credentials (so a new engine option splits the cache rather than serving
+    stale audio), with the engine chain of this language only."""
     fields = {
-        "engines": engines if engines is not None else settings.engines,
-        "edge": settings.edge_enabled and settings.edge_voices,
-        "espeak": [settings.espeak_voices, settings.espeak_rate],
-        "piper": settings.piper_model,
+        name: value
+        for name, value in settings.model_dump().items()
+        if not name.endswith(_TTS_NOT_AUDIO_SUFFIXES) and name not in _TTS_NOT_AUDIO
     }
+    engines = settings.engines.get(language)
+    fields["engines"] = engines if engines is not None else settings.engines
     return json.dumps(fields, sort_keys=True)
+
+
+_TTS_NOT_AUDIO = {"max_concurrency", "queue_size", "breaker_failures", "breaker_cooldown_s"}
+_TTS_NOT_AUDIO_SUFFIXES = ("timeout_s", "_file", "_env")
 
 
 def tts_key(prefix: str, variant: str, request: SpeechRequest) -> str:
