@@ -54,7 +54,12 @@ def test_asr_key_depends_on_audio_language_and_model_not_on_speed_settings() -> 
     assert key != keys.asr_key("vp", model, "zh", pcm)
     assert key != keys.asr_key("vp", model, "en", pcm[:-1])
     assert key != keys.asr_key("vp", keys.asr_model_id(AsrSettings(beam_size=3)), "en", pcm)
-    assert model == keys.asr_model_id(AsrSettings(threads=1, batch_max_size=2, queue_size=5))
+    assert model == keys.asr_model_id(
+        AsrSettings(threads=1, batch_max_size=2, queue_size=5, openai_key_env="K")
+    )
+    assert model != keys.asr_model_id(AsrSettings(backend="openai"))
+    # Conservative: any result-side option splits, even one the configured back end ignores.
+    assert model != keys.asr_model_id(AsrSettings(openai_model="whisper-large"))
 
 
 def test_tts_key_depends_on_text_voice_engines_and_format() -> None:

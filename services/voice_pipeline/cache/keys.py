@@ -32,12 +32,18 @@ def _digest(*parts: bytes | str) -> str:
 
 
 def asr_model_id(settings: AsrSettings) -> str:
-    """The ASR settings that change a transcript (not threads or batching)."""
-    fields = settings.model_dump(
-        include={"backend", "whisper_model", "sensevoice_dir", "sensevoice_quantized", "languages"}
-        | {"beam_size", "max_decode_tokens", "min_window_s"}
-    )
+    """The ASR settings that can change a transcript: every setting but those about speed, load,
+    time and credentials (so a new back-end option splits the cache rather than reusing text)."""
+    fields = {
+        name: value
+        for name, value in settings.model_dump().items()
+        if not name.endswith(_NOT_RESULT_SUFFIXES) and name not in _ASR_NOT_RESULT
+    }
     return json.dumps(fields, sort_keys=True)
+
+
+_ASR_NOT_RESULT = {"threads", "batch_max_size", "batch_max_wait_ms", "queue_size"}
+_NOT_RESULT_SUFFIXES = ("timeout_s", "_file", "_env")
 
 
 def asr_key(prefix: str, model_id: str, language: str, pcm: Int16Array) -> str:
@@ -61,7 +67,7 @@ def tts_variant(settings: TtsSettings, language: str) -> str:
     fields = {
         name: value
         for name, value in settings.model_dump().items()
-        if not name.endswith(_TTS_NOT_AUDIO_SUFFIXES) and name not in _TTS_NOT_AUDIO
+        if not name.endswith(_NOT_RESULT_SUFFIXES) and name not in _TTS_NOT_AUDIO
     }
     engines = settings.engines.get(language)
     fields["engines"] = engines if engines is not None else settings.engines
@@ -69,7 +75,6 @@ def tts_variant(settings: TtsSettings, language: str) -> str:
 
 
 _TTS_NOT_AUDIO = {"max_concurrency", "queue_size", "breaker_failures", "breaker_cooldown_s"}
-_TTS_NOT_AUDIO_SUFFIXES = ("timeout_s", "_file", "_env")
 
 
 def tts_key(prefix: str, variant: str, request: SpeechRequest) -> str:
