@@ -284,7 +284,12 @@ class Conversation:
 
     async def _pipeline(self, text: str, times: TurnTimes, language: str, spoken: list[str]) -> None:
         sentence_q: asyncio.Queue[object] = asyncio.Queue(maxsize=8)
-        audio_q: asyncio.Queue[object] = asyncio.Queue(maxsize=2)  # synthesize one sentence ahead
+        # Unbounded on purpose: a TTS stage holds one of its concurrency slots while its generator
+        # is suspended, so backpressure from real-time playback here kept slots busy for the whole
+        # playback of a sentence (the fleet benchmark: TTS latency 250 ms -> 2 s from 18 to 27
+        # devices with the stage 97% idle). A reply is a few sentences (max_tokens caps it), so
+        # buffering its packets costs kilobytes and frees each slot as soon as synthesis ends.
+        audio_q: asyncio.Queue[object] = asyncio.Queue()
         tasks = [
             asyncio.create_task(self._write(text, language, times, sentence_q)),
             asyncio.create_task(self._speak(sentence_q, audio_q, language)),
