@@ -148,6 +148,9 @@ def search(
         )
         return step
 
+    # The commit the processes were started from (a commit made during a long search must not
+    # be credited with the figures).
+    commit = git_commit()
     floor_step = run(1) if floor else None
     while len(outcomes) < max_steps:
         n = next_size(outcomes, start, growth, resolution, max_devices)
@@ -163,6 +166,7 @@ def search(
         "steps": steps,
         "supported_devices": best,
         "profiled_step": profiled,
+        "commit": commit,
     }
 
 
@@ -175,7 +179,7 @@ def run_record(
         "mode": mode,
         "date": now_iso(),
         "machine": machine_info(),
-        "commit": git_commit(),
+        "commit": result.get("commit") or git_commit(),
         "models": models,
         "providers": rig.profile_json(),
         "workload": {
