@@ -292,6 +292,8 @@ def render(records: list[dict[str, Any]], img_dir: Path, doc_path: Path, conditi
         ]
         if record.get("note"):
             lines += [record["note"], ""]
+        if record.get("commit_note"):
+            lines += [f"Commit: {record['commit_note']}.", ""]
         lines += [
             "### Targets",
             "",
