@@ -144,7 +144,9 @@ def _bench(args: argparse.Namespace) -> int:
             record["predictions"] = _predictions(record["machine"], args.profile)
             path = save(record, results)
             print(f"[bench {mode}] {found['supported_devices']} devices supported -> {path}", file=sys.stderr)
-    render(load_all(results), docs.parent / "img", docs)
+    # Hand-written conditions and analysis of the recorded runs, kept beside them.
+    notes = results.parent / "analysis.md"
+    render(load_all(results), docs.parent / "img", docs, notes.read_text() if notes.exists() else "")
     print(f"wrote {docs}", file=sys.stderr)
     return 0
 

@@ -270,7 +270,7 @@ def render(records: list[dict[str, Any]], img_dir: Path, doc_path: Path, conditi
         "",
     ]
     if conditions:
-        lines += ["## Conditions of these measurements", "", conditions, ""]
+        lines += ["## Conditions and analysis (bench/analysis.md, written by hand)", "", conditions, ""]
     for mode in MODES:
         record = latest(records, mode)
         if record is None:
