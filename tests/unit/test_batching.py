@@ -94,3 +94,22 @@ async def test_a_failing_batch_fails_its_callers_only() -> None:
 def test_invalid_config_is_refused() -> None:
     with pytest.raises(ValueError):
         BatchConfig(max_size=0)
+
+
+async def test_two_workers_run_two_batches_at_once() -> None:
+    both_running = threading.Barrier(2, timeout=5)
+
+    def meet(items: Sequence[int]) -> list[int]:
+        both_running.wait()  # only returns once a second batch runs beside this one
+        return list(items)
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        "asr", meet, BatchConfig(max_size=1, max_wait_s=0, workers=2), Metrics()
+    )
+    assert await asyncio.wait_for(asyncio.gather(batcher.submit(1), batcher.submit(2)), 10) == [1, 2]
+    await batcher.stop()
+
+
+def test_workers_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        BatchConfig(workers=0)

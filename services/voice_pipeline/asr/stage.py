@@ -47,6 +47,7 @@ def build_engine(settings: AsrSettings) -> AsrEngine:
         max_decode_tokens=settings.max_decode_tokens,
         languages=settings.languages,
         min_window_s=settings.min_window_s,
+        workers=settings.workers,
     )
 
 
@@ -65,7 +66,10 @@ class InProcessAsr:
         if self._engine is None:
             self._engine = await asyncio.to_thread(build_engine, self.settings)
         config = BatchConfig(
-            self.settings.batch_max_size, self.settings.batch_max_wait_ms / 1000, self.settings.queue_size
+            self.settings.batch_max_size,
+            self.settings.batch_max_wait_ms / 1000,
+            self.settings.queue_size,
+            workers=self.settings.workers,
         )
         self._batcher = MicroBatcher("asr", self._process, config, self.metrics)
         return self

@@ -41,6 +41,7 @@ class WhisperEngine:
         max_decode_tokens: int = 96,
         languages: Sequence[str] = ("zh", "en"),
         min_window_s: float = 10.0,
+        workers: int = 1,
     ) -> None:
         if not (model_dir / "model.bin").is_file():
             raise ModelMissingError(
@@ -52,7 +53,10 @@ class WhisperEngine:
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
 
-        self._model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
+        # num_workers: CTranslate2 runs that many calls at once (the batcher's `workers`).
+        self._model = WhisperModel(
+            str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads, num_workers=workers
+        )
         self._pad_or_trim = pad_or_trim
         self._tokenizers = {
             lang: Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, "transcribe", lang)

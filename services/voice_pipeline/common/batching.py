@@ -1,9 +1,10 @@
 """Dynamic micro-batching with a bounded queue.
 
-Callers from many sessions `submit` one item each and await its result. A single worker takes
+Callers from many sessions `submit` one item each and await its result. A worker takes
 up to `max_size` items, waiting at most `max_wait` after the first for more to arrive, and runs
 the model once for the whole batch in a worker thread (never on the event loop). A full queue
 raises `OverloadedError` at once: the caller answers "overloaded" instead of waiting without bound.
+With `workers` > 1, that many batches run at once (the model must accept concurrent calls).
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ class BatchConfig:
     max_size: int = 8
     max_wait_s: float = 0.01
     queue_size: int = 256
+    # Batches in flight at once. One is right when a batch keeps every core busy; a model that
+    # leaves cores idle while it decodes (whisper's sequential decoder) gains from a second.
+    workers: int = 1
 
     def __post_init__(self) -> None:
-        if self.max_size < 1 or self.queue_size < 1 or self.max_wait_s < 0:
+        if self.max_size < 1 or self.queue_size < 1 or self.max_wait_s < 0 or self.workers < 1:
             raise ValueError(f"invalid batch config {self}")
 
 
@@ -55,19 +59,24 @@ class MicroBatcher(Generic[T, R]):
         self.config = config
         self._metrics = metrics
         self._queue: asyncio.Queue[_Pending[T, R]] = asyncio.Queue(maxsize=config.queue_size)
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
         metrics.max_concurrency.labels(stage).set(config.queue_size)
 
     def start(self) -> None:
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.stage}")
+        if not self._workers:
+            loop = asyncio.get_running_loop()
+            self._workers = [
+                loop.create_task(self._run(), name=f"batcher-{self.stage}-{i}")
+                for i in range(self.config.workers)
+            ]
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.cancel()
+        for worker in workers:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+                await worker
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.future.done():
