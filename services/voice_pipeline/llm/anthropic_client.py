@@ -23,9 +23,8 @@ from typing import Any
 
 import httpx
 
-from voice_pipeline.common.errors import ProviderUnavailableError, VoicePipelineError
 from voice_pipeline.common.stages import ChatMessage
-from voice_pipeline.llm.openai_client import LlmStreamError, iter_sse_data
+from voice_pipeline.llm.openai_client import HttpChatProvider, iter_sse_data
 
 log = logging.getLogger(__name__)
 ANTHROPIC_VERSION = "2023-06-01"
@@ -47,49 +46,14 @@ def to_anthropic(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str]]
     return system, turns
 
 
-class AnthropicProvider:
-    """One Anthropic Messages endpoint; `start()` opens its connection pool, `close()` releases it."""
+class AnthropicProvider(HttpChatProvider):
+    """One Anthropic Messages endpoint (`{base}/messages`, `x-api-key`)."""
 
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        model: str,
-        api_key: str = "",
-        max_tokens: int = 96,
-        temperature: float = 0.5,
-        connect_timeout_s: float = 3.0,
-        first_token_timeout_s: float = 15.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self._api_key = api_key
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self._timeout = httpx.Timeout(first_token_timeout_s, connect=connect_timeout_s)
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-
-    def __repr__(self) -> str:  # never show the key
-        return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
-
-    async def start(self) -> None:
+    def _auth_headers(self) -> dict[str, str]:
         headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
         if self._api_key:
             headers["x-api-key"] = self._api_key
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=self._timeout,
-            transport=self._transport,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-        )
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        return headers
 
     def request_body(self, messages: list[ChatMessage]) -> dict[str, Any]:
         system, turns = to_anthropic(messages)
@@ -105,12 +69,10 @@ class AnthropicProvider:
         return body
 
     async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
-        if self._client is None:
-            await self.start()
-        assert self._client is not None
+        client = await self._connected()
         started = False
         try:
-            async with self._client.stream(
+            async with client.stream(
                 "POST", f"{self.base_url}/messages", json=self.request_body(messages)
             ) as response:
                 if response.status_code >= 400:
@@ -142,9 +104,3 @@ class AnthropicProvider:
             raise self._error(started, f"timed out ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
             raise self._error(started, f"{type(exc).__name__}: {exc}") from exc
-
-    def _error(self, started: bool, detail: str) -> VoicePipelineError:
-        detail = detail.replace(self._api_key, "***") if self._api_key else detail
-        if started:
-            return LlmStreamError(f"provider '{self.name}' failed mid-reply: {detail}")
-        return ProviderUnavailableError(self.name, detail)

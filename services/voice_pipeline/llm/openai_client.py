@@ -20,7 +20,14 @@ from voice_pipeline.common.secrets import read_api_key
 from voice_pipeline.common.stages import ChatMessage
 
 log = logging.getLogger(__name__)
-__all__ = ["LlmStreamError", "OpenAICompatibleProvider", "delta_text", "iter_sse_data", "read_api_key"]
+__all__ = [
+    "HttpChatProvider",
+    "LlmStreamError",
+    "OpenAICompatibleProvider",
+    "delta_text",
+    "iter_sse_data",
+    "read_api_key",
+]
 
 
 class LlmStreamError(VoicePipelineError):
@@ -61,8 +68,11 @@ def finish_reason(event: dict[str, Any]) -> str | None:
     return reason if isinstance(reason, str) else None
 
 
-class OpenAICompatibleProvider:
-    """One provider endpoint; `start()` opens its connection pool, `close()` releases it."""
+class HttpChatProvider:
+    """What every streaming HTTP chat provider shares: its connection pool (`start()` opens it,
+    `close()` releases it), timeouts, a repr without the key, and the error mapping (before the
+    first token: ProviderUnavailableError, so the router fails over; after it: LlmStreamError).
+    Subclasses supply `_auth_headers()` and `stream_chat`."""
 
     def __init__(
         self,
@@ -87,14 +97,14 @@ class OpenAICompatibleProvider:
         self._client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:  # never show the key
-        return (
-            f"OpenAICompatibleProvider(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
-        )
+        return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
+
+    def _auth_headers(self) -> dict[str, str]:
+        raise NotImplementedError
 
     async def start(self) -> None:
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         self._client = httpx.AsyncClient(
-            headers=headers,
+            headers=self._auth_headers(),
             timeout=self._timeout,
             transport=self._transport,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
@@ -105,10 +115,27 @@ class OpenAICompatibleProvider:
             await self._client.aclose()
             self._client = None
 
-    async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+    async def _connected(self) -> httpx.AsyncClient:
         if self._client is None:
             await self.start()
         assert self._client is not None
+        return self._client
+
+    def _error(self, started: bool, detail: str) -> VoicePipelineError:
+        detail = detail.replace(self._api_key, "***") if self._api_key else detail
+        if started:
+            return LlmStreamError(f"provider '{self.name}' failed mid-reply: {detail}")
+        return ProviderUnavailableError(self.name, detail)
+
+
+class OpenAICompatibleProvider(HttpChatProvider):
+    """One OpenAI-compatible endpoint (`{base}/chat/completions`, Bearer key)."""
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+        client = await self._connected()
         body = {
             "model": self.model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
@@ -118,9 +145,7 @@ class OpenAICompatibleProvider:
         }
         started = finished = False
         try:
-            async with self._client.stream(
-                "POST", f"{self.base_url}/chat/completions", json=body
-            ) as response:
+            async with client.stream("POST", f"{self.base_url}/chat/completions", json=body) as response:
                 if response.status_code >= 400:
                     detail = (await response.aread()).decode("utf-8", "replace")[:300]
                     raise self._error(False, f"HTTP {response.status_code}: {detail}")
@@ -147,9 +172,3 @@ class OpenAICompatibleProvider:
             raise self._error(started, f"timed out ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
             raise self._error(started, f"{type(exc).__name__}: {exc}") from exc
-
-    def _error(self, started: bool, detail: str) -> VoicePipelineError:
-        detail = detail.replace(self._api_key, "***") if self._api_key else detail
-        if started:
-            return LlmStreamError(f"provider '{self.name}' failed mid-reply: {detail}")
-        return ProviderUnavailableError(self.name, detail)
