@@ -14,8 +14,9 @@ from xml.sax.saxutils import escape, quoteattr
 
 import httpx
 
-from voice_pipeline.common.errors import ConfigError, ProviderUnavailableError
+from voice_pipeline.common.errors import ConfigError
 from voice_pipeline.tts.engine import PcmChunk
+from voice_pipeline.tts.http_engine import HttpTtsEngine
 from voice_pipeline.tts.pcm import pcm_chunks
 
 AZURE_FORMAT = "raw-24khz-16bit-mono-pcm"
@@ -44,7 +45,7 @@ def ssml(text: str, voice: str) -> str:
     )
 
 
-class AzureEngine:
+class AzureEngine(HttpTtsEngine):
     name = "azure"
 
     def __init__(
@@ -58,44 +59,27 @@ class AzureEngine:
     ) -> None:
         if not api_key:
             raise ConfigError("Azure TTS needs a key: tts.azure_key_file or tts.azure_key_env")
+        super().__init__(api_key, connect_timeout_s, timeout_s, transport)
         self.endpoint = endpoint
         self.voices = voices
         self.languages = frozenset(voices)
-        self._api_key = api_key
-        self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"AzureEngine(endpoint={self.endpoint!r})"
 
-    async def start(self) -> None:
-        self._client = httpx.AsyncClient(
-            headers={
-                "Ocp-Apim-Subscription-Key": self._api_key,
-                "Content-Type": "application/ssml+xml",
-                "X-Microsoft-OutputFormat": AZURE_FORMAT,
-                "User-Agent": "voice-pipeline",
-            },
-            timeout=self._timeout,
-            transport=self._transport,
-        )
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def _error(self, detail: str) -> ProviderUnavailableError:
-        return ProviderUnavailableError(self.name, detail.replace(self._api_key, "***"))
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Ocp-Apim-Subscription-Key": self._api_key,
+            "Content-Type": "application/ssml+xml",
+            "X-Microsoft-OutputFormat": AZURE_FORMAT,
+            "User-Agent": "voice-pipeline",
+        }
 
     async def synthesize(self, text: str, language: str) -> AsyncIterator[PcmChunk]:
-        if self._client is None:
-            await self.start()
-        assert self._client is not None
+        client = await self._connected()
         voice = self.voices.get(language) or next(iter(self.voices.values()), "en-US-AriaNeural")
         try:
-            async with self._client.stream(
+            async with client.stream(
                 "POST", self.endpoint, content=ssml(text, voice).encode("utf-8")
             ) as response:
                 if response.status_code >= 400:

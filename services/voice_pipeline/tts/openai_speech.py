@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from voice_pipeline.common.errors import ProviderUnavailableError
 from voice_pipeline.tts.engine import PcmChunk
+from voice_pipeline.tts.http_engine import HttpTtsEngine
 from voice_pipeline.tts.pcm import pcm_chunks
 
 OPENAI_PCM_RATE = 24000
 
 
-class OpenAISpeechEngine:
+class OpenAISpeechEngine(HttpTtsEngine):
     name = "openai"
 
     def __init__(
@@ -34,41 +34,25 @@ class OpenAISpeechEngine:
         transport: httpx.AsyncBaseTransport | None = None,
         sample_rate: int = OPENAI_PCM_RATE,
     ) -> None:
+        super().__init__(api_key, connect_timeout_s, timeout_s, transport)
         self.base_url = base_url.rstrip("/")
         self.sample_rate = sample_rate
         self.model = model
         self.voices = voices
         self.languages = frozenset(voices)
-        self._api_key = api_key
-        self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAISpeechEngine(base_url={self.base_url!r}, model={self.model!r})"
 
-    async def start(self) -> None:
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        self._client = httpx.AsyncClient(headers=headers, timeout=self._timeout, transport=self._transport)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def _error(self, detail: str) -> ProviderUnavailableError:
-        return ProviderUnavailableError(
-            self.name, detail.replace(self._api_key, "***") if self._api_key else detail
-        )
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     async def synthesize(self, text: str, language: str) -> AsyncIterator[PcmChunk]:
-        if self._client is None:
-            await self.start()
-        assert self._client is not None
+        client = await self._connected()
         voice = self.voices.get(language) or next(iter(self.voices.values()), "alloy")
         body = {"model": self.model, "input": text, "voice": voice, "response_format": "pcm"}
         try:
-            async with self._client.stream("POST", f"{self.base_url}/audio/speech", json=body) as response:
+            async with client.stream("POST", f"{self.base_url}/audio/speech", json=body) as response:
                 if response.status_code >= 400:
                     detail = (await response.aread()).decode("utf-8", "replace")[:300]
                     raise self._error(f"HTTP {response.status_code}: {detail}")
