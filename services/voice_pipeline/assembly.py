@@ -44,12 +44,9 @@ async def build_asr(
     """The configured ASR back end, utterances batched across sessions."""
     from voice_pipeline.asr.stage import InProcessAsr
 
-    async with AsyncExitStack() as stack:
-        asr: AsrStage = await stack.enter_async_context(InProcessAsr(settings, metrics))
-        # --- cache wrapping (ASR: audio hash -> transcript) goes here --------------------------
-        if caches is not None:
-            asr = caches.wrap_asr(asr, settings)
-        yield asr
+    async with InProcessAsr(settings, metrics) as asr:
+        # Cached by audio hash -> transcript.
+        yield caches.wrap_asr(asr, settings) if caches is not None else asr
 
 
 @asynccontextmanager
@@ -67,12 +64,10 @@ async def build_llm(
             await stack.enter_async_context(server)
             settings = settings.with_local_server(server.base_url)
             log.info("local LLM server ready at %s", server.base_url)
-        llm: LlmStage = await stack.enter_async_context(InProcessLlm(settings, metrics))
-        # --- cache wrapping (LLM semantic cache, common-questions preload) goes here -----------
-        # (the caller starts the preload: in all-in-one mode it also warms the TTS cache)
-        if caches is not None:
-            llm = caches.wrap_llm(llm, settings)
-        yield llm
+        llm = await stack.enter_async_context(InProcessLlm(settings, metrics))
+        # Semantic cache of first-turn replies; the caller starts the common-questions preload
+        # (in all-in-one mode it also warms the TTS cache).
+        yield caches.wrap_llm(llm, settings) if caches is not None else llm
 
 
 @asynccontextmanager
@@ -82,12 +77,9 @@ async def build_tts(
     """The TTS engine router with Opus framing at the requested rate."""
     from voice_pipeline.tts.stage import InProcessTts
 
-    async with AsyncExitStack() as stack:
-        tts: TtsStage = await stack.enter_async_context(InProcessTts(settings, metrics))
-        # --- cache wrapping (TTS: text, voice, format -> encoded audio) goes here --------------
-        if caches is not None:
-            tts = caches.wrap_tts(tts, settings)
-        yield tts
+    async with InProcessTts(settings, metrics) as tts:
+        # Cached by (text, voice, format) -> encoded audio.
+        yield caches.wrap_tts(tts, settings) if caches is not None else tts
 
 
 # --- models each stage loads (installed on demand by `serve`) ------------------------------------
