@@ -28,7 +28,7 @@ from voice_pipeline.common.stages import (
 from voice_pipeline.transport import wire
 from voice_pipeline.transport.client import ConnectionLost, StageConnection
 from voice_pipeline.transport.pool import ReplicaPool
-from voice_pipeline.transport.wire import Kind
+from voice_pipeline.transport.wire import Frame, Kind
 
 log = logging.getLogger(__name__)
 
@@ -129,22 +129,8 @@ class RemoteLlm:
 
     async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
         payload = wire.encode_json({"messages": [asdict(m) for m in messages]})
-        connection = self.pool.pick()
-        started = False
-        try:
-            async with contextlib.aclosing(connection.stream(Kind.LLM_CHAT, payload=payload)) as frames:
-                async for frame in frames:
-                    started = True
-                    yield wire.decode_text(frame.payload)
-            return
-        except ConnectionLost:
-            if started:
-                raise  # half a reply was spoken: do not start another one
-        # The replica vanished before the first token: ask another one.
-        retry = self.pool.pick(exclude=connection)
-        async with contextlib.aclosing(retry.stream(Kind.LLM_CHAT, payload=payload)) as frames:
-            async for frame in frames:
-                yield wire.decode_text(frame.payload)
+        async for frame in _stream_with_retry(self.pool, Kind.LLM_CHAT, payload):
+            yield wire.decode_text(frame.payload)
 
 
 class RemoteTts:
@@ -153,18 +139,25 @@ class RemoteTts:
 
     async def synthesize(self, request: SpeechRequest) -> AsyncIterator[SpeechAudio]:
         payload = wire.encode_json(asdict(request))
-        connection = self.pool.pick()
-        started = False
-        try:
-            async with contextlib.aclosing(connection.stream(Kind.TTS_SYNTHESIZE, payload=payload)) as frames:
-                async for frame in frames:
-                    started = True
-                    yield wire.decode_audio(frame.payload)
-            return
-        except ConnectionLost:
-            if started:
-                raise
-        retry = self.pool.pick(exclude=connection)
-        async with contextlib.aclosing(retry.stream(Kind.TTS_SYNTHESIZE, payload=payload)) as frames:
+        async for frame in _stream_with_retry(self.pool, Kind.TTS_SYNTHESIZE, payload):
+            yield wire.decode_audio(frame.payload)
+
+
+async def _stream_with_retry(pool: ReplicaPool, kind: Kind, payload: bytes) -> AsyncIterator[Frame]:
+    """A stream from one replica; if that replica vanishes before the first frame, the same request
+    goes to another. After the first frame the loss is raised: half a reply was already spoken."""
+    connection = pool.pick()
+    started = False
+    try:
+        async with contextlib.aclosing(connection.stream(kind, payload=payload)) as frames:
             async for frame in frames:
-                yield wire.decode_audio(frame.payload)
+                started = True
+                yield frame
+        return
+    except ConnectionLost:
+        if started:
+            raise
+    retry = pool.pick(exclude=connection)
+    async with contextlib.aclosing(retry.stream(kind, payload=payload)) as frames:
+        async for frame in frames:
+            yield frame
