@@ -163,12 +163,12 @@ def test_reconcile_applies_the_autoscaler_targets_of_this_generation_only() -> N
 
 def test_live_verdict_sets_capacity_sufficient_false_with_the_recommendation() -> None:
     api = FakeApi()
-    first = reconcile(body(devices=20), api, PROFILE, now)
+    first = reconcile(body(devices=10), api, PROFILE, now)  # fits with the local llama.cpp LLM
     assert get_condition(first.status["conditions"], "CapacitySufficient")["status"] == "True"  # type: ignore[index]
     verdict = autoscaling_status(
         _decision(3, False, "asr wants 9 replicas (has 3); use maxNodes: 2 of 4c16g"), None, 1
     )
-    again = reconcile(body(devices=20, status={**first.status, "autoscaling": verdict}), api, PROFILE, now)
+    again = reconcile(body(devices=10, status={**first.status, "autoscaling": verdict}), api, PROFILE, now)
     condition = get_condition(again.status["conditions"], "CapacitySufficient")
     assert condition is not None and condition["status"] == "False"
     assert condition["reason"] == "LiveLoadExceedsBudget" and "maxNodes: 2" in condition["message"]

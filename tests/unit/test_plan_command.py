@@ -1,0 +1,88 @@
+"""`voice-pipeline plan`: input the schema refuses, or an engine without a measured cost, is one
+line on stderr and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from voice_operator.profiles import load_profile
+from voice_pipeline.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def no_sensevoice(tmp_path: Path) -> Path:
+    profile = load_profile()
+    profile.stages.pop("asr:sensevoice", None)
+    path = tmp_path / "profile.json"
+    path.write_text(profile.model_dump_json())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--devices", "0"], "devices: Input should be greater than or equal to 1"),
+        (["--devices", "20000"], "devices: Input should be less than or equal to 10000"),
+        (["--devices", "60", "--max-nodes", "0"], "maxNodes: Input should be greater than or equal to 1"),
+        (["--devices", "60", "--max-nodes", "101"], "maxNodes"),
+        (["--node-size", "4c16g"], "--devices is required"),
+        (["--spec", "/nonexistent.yaml"], "--spec /nonexistent.yaml"),
+    ],
+)
+def test_invalid_input_is_one_line_and_exit_2(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plan", *argv]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "Traceback" not in out.err
+    assert len(out.err.strip().splitlines()) == 1 and says in out.err, out.err
+
+
+def test_an_engine_without_cost_is_one_line_naming_it(
+    no_sensevoice: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "plan",
+        "--devices",
+        "60",
+        "--asr-engine",
+        "sensevoice",
+        "--llm",
+        "cloud",
+        "--profile",
+        str(no_sensevoice),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "asr:sensevoice" in err and "voice-pipeline calibrate --only asr:sensevoice" in err
+
+
+def test_spec_file_and_options_are_planned_together(capsys: pytest.CaptureFixture[str]) -> None:
+    main(
+        [
+            "plan",
+            "--spec",
+            str(ROOT / "crds/examples/full.yaml"),
+            "--asr-engine",
+            "whisper",
+            "--output",
+            "json",
+        ]
+    )
+    status = json.loads(capsys.readouterr().out)
+    assert status["targetDevices"] == 120 and status["nodeSize"] == "4c32g" and status["nodes"] == 2
+    assert status["stages"]["asr"]["engine"] == "whisper" and status["stages"]["tts"]["engine"] == "edge"
+    assert status["stages"]["llm"]["engine"] == "cloud"  # full.yaml's providers have base URLs
+
+
+def test_compare_names_the_engines_it_planned(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--compare", "--devices", "60", "--llm", "cloud"]) == 0
+    out = capsys.readouterr().out
+    assert "engines: asr whisper, llm cloud, tts edge" in out
+    assert out.count("60 devices") == 3
