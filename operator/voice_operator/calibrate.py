@@ -431,8 +431,9 @@ def measure_service_baseline(timeout_s: float = 120.0) -> float:
     from voice_pipeline.llm.llamacpp import free_port
 
     port = free_port()
-    env = {**os.environ, "VP_LLM__BASE_URL": "http://127.0.0.1:9/v1"}
-    env.pop("VP_CACHE__REDIS_URL", None)
+    # Only its own setting: a stage service refuses the other stages' (e.g. VP_ASR__SENSEVOICE_DIR).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VP_") or k == "VP_HOME"}
+    env["VP_LLM__BASE_URL"] = "http://127.0.0.1:9/v1"
     cmd = [sys.executable, "-m", "voice_pipeline.cli", "serve", "llm", "--port", str(port)]
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -445,7 +446,9 @@ def measure_service_baseline(timeout_s: float = 120.0) -> float:
                 pass
             time.sleep(0.5)
         else:
-            raise RuntimeError(f"`{' '.join(cmd)}` was not ready within {timeout_s:.0f} s")
+            raise RuntimeError(
+                f"`{' '.join(cmd)}` was not ready within {timeout_s:.0f} s (exit {process.poll()})"
+            )
         time.sleep(1)
         for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):

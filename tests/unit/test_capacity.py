@@ -156,6 +156,14 @@ def test_shipped_profile_is_measured_and_plannable() -> None:
     assert shipped.measured["command"] == "voice-pipeline calibrate"
     assert shipped.measured["machine"]["cores"] >= 1 and shipped.measured["date"]
     assert set(shipped.stages) >= {"gateway", "vad", "asr", "llm", "tts"}
+    sensevoice = shipped.stages["asr:sensevoice"]  # measured on architecture-only weights: said plainly
+    assert (
+        "ARCHITECTURE-ONLY, RANDOM WEIGHTS" in sensevoice.notes
+        and "transcripts meaningless" in sensevoice.notes
+    )
+    assert sensevoice.engines == ["sensevoice"] and sensevoice.measured["command"].startswith(
+        "voice-pipeline calibrate"
+    )
     for llm in ([], CLOUD):  # every engine the defaults run has a measured cost
         p = make_plan(
             parse_spec({"devices": 60, "nodeSize": "4c16g", "stages": {"llm": {"providers": llm}}}), shipped

@@ -86,3 +86,27 @@ def test_compare_names_the_engines_it_planned(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert "engines: asr whisper, llm cloud, tts edge" in out
     assert out.count("60 devices") == 3
+
+
+def test_calibrate_only_measures_those_entries_and_keeps_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voice_operator import calibrate
+    from voice_pipeline.common.errors import ConfigError
+
+    measured = {"unit": "request", "engines": ["llamacpp"], "cpu_seconds_per_unit": {"1": 1.5},
+                "memory_mib_per_replica": 900.0}  # fmt: skip
+    monkeypatch.setitem(calibrate.MEASURES, "llm:llamacpp", lambda: dict(measured))
+    monkeypatch.setattr(calibrate, "measure_service_baseline", lambda: 74.0)
+    out = tmp_path / "profile.json"
+    out.write_text(load_profile().model_dump_json())
+    calibrate.calibrate(out, ("llm:llamacpp",))
+    written = json.loads(out.read_text())
+    assert written["stages"]["llm:llamacpp"]["cpu_seconds_per_unit"] == {"1": 1.5}
+    assert (
+        written["stages"]["llm:llamacpp"]["measured"]["command"]
+        == "voice-pipeline calibrate --only llm:llamacpp"
+    )
+    assert written["stages"]["asr"] == json.loads(load_profile().model_dump_json())["stages"]["asr"]  # kept
+    with pytest.raises(ConfigError, match="cannot measure asr:paraformer"):
+        calibrate.calibrate(out, ("asr:paraformer",))
