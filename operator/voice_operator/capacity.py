@@ -36,6 +36,7 @@ MIN_CPU_REQUEST = 0.05
 # (LlmSettings.local_threads, set from this limit).
 REPLICA_CPU = {"gateway": 1.0, "vad": 1.0, "asr": 2.0, "llm": 0.5, "tts": 1.0}
 LOCAL_LLM_CPU = 2.0
+LOCAL_LLM_SLOTS = 1
 MAX_WAIT_MS = {"gateway": 0, "vad": 2, "asr": 20, "llm": 0, "tts": 0}
 STREAMING_STAGES = ("gateway", "vad")  # hold per-session state for every connected device
 BATCHING_STAGES = ("vad", "asr")
@@ -251,18 +252,26 @@ class _StageModel:
             self.cost.memory_mib_per_replica + streams * self.cost.memory_mib_per_stream
         ) * MEMORY_HEADROOM
 
+    def in_flight(self, devices: int, replicas: int) -> int:
+        """Little's law with headroom: twice the requests one replica has in flight on average."""
+        mean = devices * self.requests_per_device / replicas * self.request_s
+        return max(MIN_CONCURRENCY, math.ceil(mean * CONCURRENCY_HEADROOM - 1e-9))
+
     def concurrency(self, devices: int, replicas: int, batch: int) -> int:
         if self.stage in STREAMING_STAGES:
             return max(1, math.ceil(devices / replicas))
         if self.stage in BATCHING_STAGES:
             return max(MIN_CONCURRENCY, batch * 4)
-        in_flight = devices * self.requests_per_device / replicas * self.request_s
-        return max(MIN_CONCURRENCY, math.ceil(in_flight * CONCURRENCY_HEADROOM - 1e-9))
+        if self.engine == c.LLM_LOCAL_ENGINE:
+            # llama-cpp-python's server answers one request at a time (a lock around the model):
+            # more in flight would only wait inside it, unseen by the stage's queue-wait metric.
+            return LOCAL_LLM_SLOTS
+        return self.in_flight(devices, replicas)
 
-    def queue(self, concurrency: int) -> int:
+    def queue(self, devices: int, replicas: int, concurrency: int) -> int:
         if self.stage in BATCHING_STAGES:
             return max(concurrency * 4, MIN_QUEUE)
-        return max(concurrency, MIN_QUEUE)
+        return max(concurrency, self.in_flight(devices, replicas), MIN_QUEUE)
 
 
 def _request_seconds(stage: str, cost: StageCost, workload: Workload) -> float:
@@ -393,7 +402,7 @@ class _Curve:
             utilization=raw_demand / replicas / m.cpu_limit,
             capped=needed > m.max_replicas,
             engine=m.engine,
-            queue_size=m.queue(conc),
+            queue_size=m.queue(devices, replicas, conc),
             needed_replicas=needed,
         )
 

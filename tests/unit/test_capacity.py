@@ -262,6 +262,13 @@ def test_llm_and_tts_slots_follow_littles_law_with_headroom(devices: int) -> Non
         assert s.queue_size >= s.max_concurrency
 
 
+def test_the_local_llm_has_the_servers_one_slot_and_queues_the_rest_in_the_stage() -> None:
+    llm = plan(10, "4c32g", stages={"llm": {"providers": []}}).stages["llm"]
+    in_flight = 10 * Workload().requests_per_device_second("llm") / llm.replicas * 2.5
+    assert llm.max_concurrency == 1  # llama-cpp-python's server: one request at a time
+    assert llm.queue_size >= max(16, 2 * in_flight)
+
+
 def test_sixty_devices_get_the_llm_slots_a_two_and_a_half_second_turn_needs() -> None:
     llm = plan(60, "4c16g").stages["llm"]
     arrivals = 60 / Workload().turn_period_s  # one reply per turn
