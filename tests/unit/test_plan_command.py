@@ -110,3 +110,15 @@ def test_calibrate_only_measures_those_entries_and_keeps_the_rest(
     assert written["stages"]["asr"] == json.loads(load_profile().model_dump_json())["stages"]["asr"]  # kept
     with pytest.raises(ConfigError, match="cannot measure asr:paraformer"):
         calibrate.calibrate(out, ("asr:paraformer",))
+
+
+def test_the_readme_shows_what_plan_compare_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = "$ voice-pipeline plan --compare --devices 60 --llm cloud\n"
+    shown = readme[readme.index(command) + len(command) :].split("```", 1)[0]
+    main(["plan", "--compare", "--devices", "60", "--llm", "cloud"])
+    assert capsys.readouterr().out == shown, "update the README's plan --compare block"
+    local = "$ voice-pipeline plan --compare --devices 60\n...\n"
+    shown_tail = readme[readme.index(local) + len(local) :].split("```", 1)[0]
+    main(["plan", "--compare", "--devices", "60"])
+    assert shown_tail in capsys.readouterr().out
