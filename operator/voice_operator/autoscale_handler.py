@@ -24,7 +24,7 @@ from voice_operator import handlers
 from voice_operator.autoscaler import Config, Decision, NodeBudget, decide
 from voice_operator.capacity import NoMeasuredCost, make_plan, stage_cost
 from voice_operator.live import autoscaling_status, stage_states
-from voice_operator.observed_costs import adjusted_profile, factors_from_status, update_costs
+from voice_operator.observed_costs import adjusted_profile, factors_from_status, observable, update_costs
 from voice_operator.profiles import Workload
 from voice_operator.prometheus import PrometheusClient, Snapshot, read_signals, selector_for
 from voice_operator.reconcile import reconcile, status_patch
@@ -216,7 +216,7 @@ async def autoscale(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     costs = update_costs(
         old_costs,
         snapshot.stages,
-        {s: stage_cost(s, spec, profile) for s in c.STAGES},
+        {s: stage_cost(s, spec, profile) for s in c.STAGES if observable(s, spec.stages.engine(s))},
         {s: st.batch_size for s, st in states.items()},
         workload,
     )

@@ -14,7 +14,13 @@ from voice_operator.autoscaler import Action, Decision
 from voice_operator.capacity import make_plan
 from voice_operator.conditions import get_condition
 from voice_operator.live import autoscaling_status, live_plan
-from voice_operator.observed_costs import MAX_FACTOR, adjusted_profile, factors_from_status, update_costs
+from voice_operator.observed_costs import (
+    MAX_FACTOR,
+    adjusted_profile,
+    factors_from_status,
+    observable,
+    update_costs,
+)
 from voice_operator.profiles import Workload, load_profile
 from voice_operator.prometheus import PrometheusClient, StageSignals, queries, read_signals
 from voice_operator.reconcile import reconcile
@@ -183,3 +189,9 @@ def test_live_plan_is_the_plan_without_targets() -> None:
         == 9
     )
     json.dumps(autoscaling_status(_decision(3), None, 1))  # status must serialize
+
+
+def test_a_local_llama_cpp_llm_is_not_fed_from_its_client_busy_seconds() -> None:
+    # The model runs in the server process: the stage's busy seconds are its client's alone.
+    assert not observable("llm", "llamacpp")
+    assert observable("llm", "cloud") and observable("asr", "sensevoice")
