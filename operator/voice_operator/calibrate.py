@@ -288,6 +288,48 @@ def measure_tts_pcm_cloud() -> dict[str, Any]:
             "memory_mib_per_replica": round(BASE_RSS_MIB + 20, 1), "memory_mib_per_stream": 0.5}  # fmt: skip
 
 
+def measure_tts_espeak() -> dict[str, Any]:
+    """espeak-ng runs as a subprocess per sentence: its CPU (children's rusage) plus ours (WAV
+    parse, resample, Opus encode) is what the TTS replica pays."""
+    import asyncio
+    import resource
+
+    from voice_pipeline.common.audio import OpusEncoder, resample
+    from voice_pipeline.tts.espeak import EspeakEngine
+    from voice_pipeline.tts.settings import TtsSettings
+
+    settings = TtsSettings()
+    engine = EspeakEngine(settings.espeak_voices, settings.espeak_rate, settings.timeout_s)
+    asyncio.run(engine.start())
+
+    async def speak_all() -> None:
+        for text in SENTENCES:
+            language = "en" if text.isascii() else "zh"
+            async for chunk in engine.synthesize(text, language):
+                OpusEncoder(24000, 60, "audio", complexity=_opus_complexity()).encode_all(
+                    resample(chunk.pcm, chunk.sample_rate, 24000)
+                )
+
+    def children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    asyncio.run(speak_all())  # warm-up
+    repeat = 3
+    child0 = children_cpu()
+    own, wall = cpu_time(lambda: asyncio.run(speak_all()), repeat=repeat)
+    child = (children_cpu() - child0) / (repeat + 1)  # cpu_time's own warm-up call ran it once more
+    cpu = own + child
+    chars = sum(len(s) for s in SENTENCES)
+    _say(
+        f"  tts  espeak-ng: {cpu / chars * 1000:.3f} ms CPU per character (subprocess {child / chars * 1000:.3f})"
+    )
+    return {"unit": "character", "engine": "espeak-ng subprocess + Opus 24 kHz", "engines": ["espeak"],
+            "cpu_seconds_per_unit": {1: cpu / chars}, "latency_ms_per_batch": {1: wall / len(SENTENCES) * 1000},
+            "memory_mib_per_replica": round(BASE_RSS_MIB + 20, 1), "memory_mib_per_stream": 0.5,
+            "notes": "CPU = espeak-ng processes (RUSAGE_CHILDREN) + the stage's decode/resample/Opus"}  # fmt: skip
+
+
 def measure_gateway() -> dict[str, Any]:
     from voice_pipeline.common.audio import OpusDecoder, OpusEncoder, resample
     from voice_pipeline.gateway.protocol import decode_audio_frame, encode_audio_frame, parse_text
@@ -485,6 +527,7 @@ MEASURES: dict[str, Callable[[], dict[str, Any]]] = {
     "tts": measure_tts_cloud,
     "tts:pcm": measure_tts_pcm_cloud,
     "tts:piper": measure_tts,
+    "tts:espeak": measure_tts_espeak,
     "llm": measure_llm,
     "llm:llamacpp": measure_llm_local,
 }

@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-from voice_operator.profiles import NODE_SIZES, CostProfile, NodeProfile, Reserve, StageCost, Workload
+from voice_operator.profiles import (
+    CALIBRATED_ENTRIES,
+    NODE_SIZES,
+    CostProfile,
+    NodeProfile,
+    Reserve,
+    StageCost,
+    Workload,
+)
 from voice_operator.quantity import format_cpu, format_memory, parse_cpu, parse_memory_mib
 from voice_operator.spec import PipelineSpec, Stages
 from voice_pipeline import contract as c
@@ -67,10 +75,16 @@ class NoMeasuredCost(ValueError):
             if stage == "llm" and engine == c.LLM_LOCAL_ENGINE
             else f"stages.{stage}.engine is {engine!r}"
         )
+        key = f"{stage}:{engine}"
+        how = (
+            f"measure it where that engine runs with `voice-pipeline calibrate --only {key} --output "
+            "cost-profile.json`"
+            if key in CALIBRATED_ENTRIES
+            else f"`voice-pipeline calibrate` cannot measure it yet: add a measured `{key}` entry to a cost profile"
+        )
         super().__init__(
-            f"{what}, and the cost profile has no measured cost for {stage}:{engine}; measure it where that "
-            f"engine runs with `voice-pipeline calibrate --only {stage}:{engine} --output cost-profile.json` "
-            "and plan with that profile (--profile, or the chart's operator.costProfile)"
+            f"{what}, and the cost profile has no measured cost for {key}; {how} and plan with that profile "
+            "(--profile, or the chart's operator.costProfile)"
         )
 
 

@@ -86,6 +86,13 @@ class Workload:
         return self.reply_s / self.reply_sentences
 
 
+# The profile entries `voice-pipeline calibrate` can measure (calibrate.MEASURES has one function
+# for each; a unit test keeps the two in step). Kept here so the operator needs no model runtime.
+CALIBRATED_ENTRIES: tuple[str, ...] = (
+    "gateway", "vad", "asr", "asr:sensevoice", "tts", "tts:pcm", "tts:piper", "tts:espeak", "llm", "llm:llamacpp",
+)  # fmt: skip
+
+
 class StageCost(BaseModel):
     model_config = ConfigDict(extra="ignore")
 

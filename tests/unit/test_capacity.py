@@ -12,7 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from voice_operator.capacity import TARGET_UTILIZATION, NoMeasuredCost, Plan, make_plan, plan_for
-from voice_operator.profiles import NODE_SIZES, CostProfile, StageCost, Workload, load_profile
+from voice_operator.profiles import (
+    CALIBRATED_ENTRIES,
+    NODE_SIZES,
+    CostProfile,
+    StageCost,
+    Workload,
+    load_profile,
+)
 from voice_operator.spec import SpecError, parse_spec
 
 CLOUD = [{"name": "cloud", "baseUrl": "https://llm.example/v1"}]  # a remote provider: the small client
@@ -202,6 +209,17 @@ def test_an_engine_without_measured_cost_is_refused_saying_what_to_calibrate(
     with pytest.raises(NoMeasuredCost) as err:
         plan(60, prof=prof, stages=stages)
     assert named in str(err.value) and f"voice-pipeline calibrate --only {named}" in str(err.value)
+
+
+def test_an_engine_calibrate_cannot_measure_says_so_instead_of_a_command_that_fails() -> None:
+    with pytest.raises(NoMeasuredCost, match="cannot measure it yet: add a measured `asr:openai` entry"):
+        plan(60, stages={"asr": {"engine": "openai"}})
+
+
+def test_calibrate_measures_every_entry_the_refusals_point_to() -> None:
+    from voice_operator.calibrate import MEASURES
+
+    assert tuple(MEASURES) == CALIBRATED_ENTRIES
 
 
 def test_a_profile_from_before_engine_labels_still_covers_the_default_engines() -> None:
