@@ -225,21 +225,24 @@ class _StageModel:
 
     def batch(self, arrivals_per_replica: float) -> int:
         """Requests waiting together at one replica (Little's law on the batch latency), rounded down
-        to a measured batch size: the cost model never assumes a batch the load does not form."""
+        to a measured batch size: the cost model never assumes a batch the load does not form. Of
+        those, the cheapest per unit: padding to the longest utterance can make a bigger batch cost
+        more (measured for SenseVoiceSmall: batch 4 dearer than 2), and the planned size caps it."""
         if self.batch_override:
             return self.batch_override
         if self.stage not in BATCHING_STAGES:
             return self.cost.batch_sizes[0]
         latency_s = self.cost.latency_ms_per_batch.get(1, 50.0) / 1000
         concurrent = max(1.0, arrivals_per_replica * latency_s)
-        fitting = [b for b in self.cost.batch_sizes if b <= concurrent]
-        return fitting[-1] if fitting else self.cost.batch_sizes[0]
+        fitting = [b for b in self.cost.batch_sizes if b <= concurrent] or self.cost.batch_sizes[:1]
+        return min(reversed(fitting), key=lambda b: self.cost.cpu_seconds_per_unit[b])
 
     def raw(self, devices: int) -> tuple[int, float, int]:
         """(replicas, cores of demand, batch size) for this many devices, before the envelope.
 
-        The fewest replicas R with R >= need(R): need grows with R (fewer arrivals per replica form
-        smaller batches, which cost more per unit), so iterating from the floor finds the least one.
+        A replica count R with R >= need(R), growing from the floor: when bigger batches cost less
+        per unit, need grows with R (fewer arrivals per replica form smaller batches) and this is the
+        least such R. It always ends: R only grows, and need is bounded by the costliest batch.
         """
         units = devices * self.units_per_device
         arrivals = devices * self.requests_per_device

@@ -427,3 +427,14 @@ def test_ten_thousand_devices_get_advice_the_schema_accepts() -> None:
     p = plan(10_000, "4c32g", maxNodes=100)
     assert not p.fits and "raise" not in p.recommendation
     assert "split the devices across pipelines" in p.recommendation, p.recommendation
+
+
+def test_the_planned_batch_is_the_cheapest_the_load_forms() -> None:
+    prof = profile()
+    # Padding to the longest utterance can make a bigger batch dearer per unit.
+    prof.stages["asr"] = stage(
+        "audio-second", {1: 0.1, 2: 0.08, 4: 0.09}, 400, latency_ms=2000.0, engines=["whisper"]
+    )
+    assert plan(1, "4c32g", prof).stages["asr"].batch_size == 1  # one device forms no batch
+    busy = plan(150, "4c32g", prof, maxNodes=4).stages["asr"]
+    assert busy.batch_size == 2
