@@ -17,10 +17,11 @@ $(SV_VENV_STAMP):
 	  onnxruntime==1.31.1 "numpy<=1.26.4"
 	@touch $@
 
-$(SV_RANDOM_DIR)/model_quant.onnx: $(SV_VENV_STAMP)
+# PROVENANCE.txt is written last: an interrupted export is redone.
+$(SV_RANDOM_DIR)/PROVENANCE.txt: $(SV_VENV_STAMP)
 	$(SV_VENV)/bin/python scripts/sensevoice_random_export.py $(SV_RANDOM_DIR)
 
-sensevoice-random: $(SV_RANDOM_DIR)/model_quant.onnx ## SenseVoiceSmall architecture, random weights -> $VP_HOME/models (cost real, text meaningless)
+sensevoice-random: $(SV_RANDOM_DIR)/PROVENANCE.txt ## SenseVoiceSmall architecture, random weights -> $VP_HOME/models (cost real, text meaningless)
 
 calibrate-sensevoice: sensevoice-random $(INSTALL_STAMP) ## measure asr:sensevoice (int8, the service default) into the shipped cost profile
 	VP_ASR__SENSEVOICE_DIR=$(SV_RANDOM_DIR) $(VENV)/bin/voice-pipeline calibrate --only asr:sensevoice \
