@@ -86,3 +86,42 @@ def test_sensevoice_missing_files_are_listed(tmp_path: Path) -> None:
         and "am.mvn" in message
         and "config.yaml" not in message.split("lacks")[1]
     )
+
+
+def test_sensevoice_hands_a_batch_of_pcm_to_funasr_onnx(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """funasr-onnx 0.4.3 batches only lists of file paths (its load_wav calls path.lower()); the
+    engine must hand it decoded PCM in one call, or every batch fails."""
+    import sys
+    import types
+
+    import numpy as np
+
+    from voice_pipeline.asr.engine import AsrItem
+    from voice_pipeline.asr.sensevoice import SenseVoiceEngine
+
+    class FakeSenseVoiceSmall:  # funasr_onnx.SenseVoiceSmall's __call__ -> load_data contract
+        def __init__(self, **kwargs: object) -> None:
+            self.calls: list[int] = []
+
+        def load_data(self, wav_content: object, fs: int | None = None) -> list[object]:
+            if isinstance(wav_content, list):
+                return [path.lower() for path in wav_content]  # type: ignore[attr-defined]
+            return [wav_content]
+
+        def __call__(self, wav_content: object, **kwargs: object) -> list[str]:
+            waveforms = self.load_data(wav_content, 16000)
+            self.calls.append(len(waveforms))
+            return ["<|zh|>ni hao"] * len(waveforms)
+
+    monkeypatch.setitem(
+        sys.modules, "funasr_onnx", types.SimpleNamespace(SenseVoiceSmall=FakeSenseVoiceSmall)
+    )
+    for name in ("model_quant.onnx", "config.yaml", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model"):
+        (tmp_path / name).write_text("x")
+    engine = SenseVoiceEngine(tmp_path)
+    pcm = np.zeros(16000, np.float32)
+    out = engine.transcribe_batch([AsrItem(pcm, "zh"), AsrItem(pcm, "zh"), AsrItem(pcm, "zh")])
+    assert [t.text for t in out] == ["ni hao"] * 3
+    assert engine._model.calls == [3]  # type: ignore[attr-defined]  # one batched call
