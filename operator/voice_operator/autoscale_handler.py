@@ -22,9 +22,9 @@ from prometheus_client import Counter, Gauge, start_http_server
 
 from voice_operator import handlers
 from voice_operator.autoscaler import Config, Decision, NodeBudget, decide
-from voice_operator.capacity import make_plan, stage_cost
+from voice_operator.capacity import NoMeasuredCost, make_plan, stage_cost
 from voice_operator.live import autoscaling_status, stage_states
-from voice_operator.observed_costs import adjusted_profile, factors_from_status, update_costs
+from voice_operator.observed_costs import adjusted_profile, factors_from_status, observable, update_costs
 from voice_operator.profiles import Workload
 from voice_operator.prometheus import PrometheusClient, Snapshot, read_signals, selector_for
 from voice_operator.reconcile import reconcile, status_patch
@@ -200,7 +200,10 @@ async def autoscale(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
     profile = handlers._profile()
     effective = adjusted_profile(profile, factors_from_status(status))
-    plan = make_plan(spec, effective)
+    try:
+        plan = make_plan(spec, effective)
+    except NoMeasuredCost:
+        return  # reconcile reports it (a False condition naming the engine to calibrate)
     previous = latest_autoscaling(uid, status)
     states = stage_states(plan, spec, effective, previous, generation)
     config = Config(
@@ -213,7 +216,7 @@ async def autoscale(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     costs = update_costs(
         old_costs,
         snapshot.stages,
-        {s: stage_cost(s, spec, profile) for s in c.STAGES},
+        {s: stage_cost(s, spec, profile) for s in c.STAGES if observable(s, spec.stages.engine(s))},
         {s: st.batch_size for s, st in states.items()},
         workload,
     )

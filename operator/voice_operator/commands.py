@@ -8,6 +8,10 @@ import sys
 from typing import Any
 
 from voice_pipeline.common.errors import ConfigError
+from voice_pipeline.contract import ASR_ENGINES, TTS_ENGINES
+
+# What `plan --llm cloud` stands for: any provider with a base URL (only its presence is planned).
+CLOUD_PROVIDER = {"name": "cloud", "type": "openai", "baseUrl": "https://llm.example/v1"}
 
 
 def register(sub: Any) -> None:
@@ -17,9 +21,21 @@ def register(sub: Any) -> None:
         description="Runs the capacity model on the measured cost profile. The JSON output has the shape of "
         "a VoicePipeline's status.plan.",
     )
-    p.add_argument("--devices", type=int, required=True, help="target concurrent devices")
-    p.add_argument("--node-size", choices=["4c8g", "4c16g", "4c32g"], default="4c8g", help="node size")
-    p.add_argument("--max-nodes", type=int, default=1, help="nodes the plan may use")
+    p.add_argument("--devices", type=int, help="target concurrent devices (1-10000; required without --spec)")
+    p.add_argument("--node-size", choices=["4c8g", "4c16g", "4c32g"], help="node size (default 4c8g)")
+    p.add_argument("--max-nodes", type=int, help="nodes the plan may use (1-100, default 1)")
+    p.add_argument(
+        "--spec",
+        help="a VoicePipeline manifest (YAML) whose spec to plan; the other options override its fields",
+    )
+    p.add_argument("--asr-engine", choices=ASR_ENGINES, help="stages.asr.engine (default whisper)")
+    p.add_argument("--tts-engine", choices=TTS_ENGINES, help="stages.tts.engine (default edge)")
+    p.add_argument(
+        "--llm",
+        choices=["local", "cloud"],
+        help="local: no stages.llm.providers, the llm stage runs a llama.cpp server (the spec's default); "
+        "cloud: a remote OpenAI-compatible provider",
+    )
     p.add_argument("--output", choices=["table", "json"], default="table", help="output format")
     p.add_argument("--compare", action="store_true", help="show all three node sizes side by side")
     p.add_argument("--profile", help="cost profile JSON (default: the shipped, measured one)")
@@ -32,6 +48,12 @@ def register(sub: Any) -> None:
         "writes a cost profile (CPU-seconds per unit of work per batch size, memory per replica and stream).",
     )
     c.add_argument("--output", default="cost-profile.json", help="where to write the profile")
+    c.add_argument(
+        "--only",
+        default="",
+        help="comma-separated entries to measure (e.g. llm:llamacpp,asr:sensevoice); the others already in "
+        "--output are kept",
+    )
     c.set_defaults(func=_calibrate)
 
     o = sub.add_parser(
@@ -90,31 +112,64 @@ def register(sub: Any) -> None:
     register_cleanup(sub)  # `voice-pipeline cleanup`: the chart's pre-delete hook
 
 
+def plan_spec(args: argparse.Namespace, node_size: str | None = None) -> dict[str, Any]:
+    """The spec `plan` sizes: --spec's, with the options laid over it."""
+    import yaml
+
+    spec: dict[str, Any] = {}
+    if args.spec:
+        from pathlib import Path
+
+        try:
+            doc = yaml.safe_load(Path(args.spec).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"--spec {args.spec}: {exc}".splitlines()[0]) from None
+        spec = dict((doc or {}).get("spec", doc) or {}) if isinstance(doc, dict) else {}
+    elif args.devices is None:
+        raise ConfigError("--devices is required (or --spec)")
+    stages = {k: dict(v or {}) for k, v in (spec.get("stages") or {}).items()}
+    if args.devices is not None:
+        spec["devices"] = args.devices
+    if node_size or args.node_size or not (spec.get("nodeSize") or spec.get("nodeResources")):
+        spec["nodeSize"] = node_size or args.node_size or "4c8g"
+        spec.pop("nodeResources", None)
+    if args.max_nodes is not None:
+        spec["maxNodes"] = args.max_nodes
+    if args.asr_engine:
+        stages.setdefault("asr", {})["engine"] = args.asr_engine
+    if args.tts_engine:
+        stages.setdefault("tts", {})["engine"] = args.tts_engine
+    if args.llm:
+        stages.setdefault("llm", {})["providers"] = [] if args.llm == "local" else [CLOUD_PROVIDER]
+    spec["stages"] = stages
+    return spec
+
+
 def _plan(args: argparse.Namespace) -> int:
-    from voice_operator.capacity import make_plan
+    from voice_operator.capacity import NoMeasuredCost, make_plan
     from voice_operator.profiles import load_profile
     from voice_operator.report import compare_table, plan_table
-    from voice_operator.spec import parse_spec
+    from voice_operator.spec import SpecError, parse_spec
 
     profile = load_profile(args.profile)
-    sizes = ["4c8g", "4c16g", "4c32g"] if args.compare else [args.node_size]
-    plans = {
-        size: make_plan(
-            parse_spec({"devices": args.devices, "nodeSize": size, "maxNodes": args.max_nodes}), profile
-        )
-        for size in sizes
-    }
+    sizes: list[str | None] = ["4c8g", "4c16g", "4c32g"] if args.compare else [None]
+    try:
+        plans = {size: make_plan(parse_spec(plan_spec(args, size)), profile) for size in sizes}
+    except (SpecError, NoMeasuredCost, ConfigError) as exc:
+        # Input the schema would refuse, or an engine without a measured cost: one line, exit 2.
+        print(f"voice-pipeline plan: error: {exc}", file=sys.stderr)
+        return 2
     if args.output == "json":
         body = (
-            {s: p.as_status() for s, p in plans.items()}
+            {p.node.name: p.as_status() for p in plans.values()}
             if args.compare
-            else plans[args.node_size].as_status()
+            else next(iter(plans.values())).as_status()
         )
         print(json.dumps(body, indent=2))
     elif args.compare:
-        print(compare_table(plans, profile))
+        print(compare_table({p.node.name: p for p in plans.values()}, profile))
     else:
-        print(plan_table(plans[args.node_size], profile))
+        print(plan_table(next(iter(plans.values())), profile))
     return 0 if all(p.fits for p in plans.values()) or args.compare else 1
 
 
@@ -123,7 +178,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     from voice_operator.calibrate import calibrate
 
-    calibrate(Path(args.output))
+    calibrate(Path(args.output), tuple(k.strip() for k in args.only.split(",") if k.strip()))
     return 0
 
 
@@ -162,6 +217,3 @@ def _int_env(name: str, default: int) -> int:
         return int(raw) if raw else default
     except ValueError:
         raise ConfigError(f"{name} must be a whole number of seconds, got {raw!r}") from None
-
-
-_ = sys

@@ -96,15 +96,31 @@ def stage_settings(owner: Owner, stage: str, plan: StagePlan, redis_url: str) ->
         c.KEY_BATCH_SIZE: str(plan.batch_size),
         c.KEY_BATCH_WAIT_MS: str(plan.max_wait_ms),
         c.KEY_MAX_CONCURRENCY: str(plan.max_concurrency),
-        c.KEY_QUEUE_SIZE: str(max(plan.max_concurrency * 4, 16)),
+        c.KEY_QUEUE_SIZE: str(plan.queue_size),
     }
     settings = {c.env_name(stage, key): sizing[key] for key in c.SIZING_KEYS[stage]}
+    settings.update(engine_settings(stage, plan))
     if stage in c.CACHED_STAGES and redis_url:
         settings[c.ENV_REDIS_URL] = redis_url
     if stage == "gateway":
         for other in c.MODEL_STAGES:
             settings[c.env_stage_url(other)] = f"http://{object_name(owner, other)}:{STAGE_PORT}"
     return settings
+
+
+def engine_settings(stage: str, plan: StagePlan) -> dict[str, str]:
+    """The engine the plan was sized for, as the stage's own setting (so the Pod runs what was costed)."""
+    if stage == "asr" and plan.engine:
+        return {c.env_name("asr", c.KEY_ASR_BACKEND): plan.engine}
+    if stage == "tts" and plan.engine:
+        # The chosen engine first for every language, espeak-ng (local) when it fails or lacks a voice.
+        order = list(dict.fromkeys([plan.engine, c.TTS_FALLBACK_ENGINE]))
+        return {c.env_name("tts", c.KEY_TTS_ENGINES): json.dumps(dict.fromkeys(c.TTS_LANGUAGES, order))}
+    if stage == "llm" and plan.engine == c.LLM_LOCAL_ENGINE:
+        # The llama.cpp server's threads are the CPU the plan gave the replica.
+        threads = max(1, int(plan.cpu_limit))
+        return {c.env_name("llm", c.KEY_LLM_LOCAL_THREADS): str(threads)}
+    return {}
 
 
 def config_map(owner: Owner, plan: Plan, redis_url: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from voice_operator.profiles import CostProfile, StageCost, Workload
 from voice_operator.prometheus import StageSignals
+from voice_pipeline.contract import LLM_LOCAL_ENGINE
 
 ALPHA = 0.3  # EWMA weight of the newest observation
 MAX_FACTOR = 3.0
@@ -34,6 +35,13 @@ def units_per_request(stage: str, workload: Workload) -> float | None:
     if stage == "llm":
         return 1.0
     return None
+
+
+def observable(stage: str, engine: str) -> bool:
+    """Whether the stage's busy seconds see its engine's compute. Not a local llama.cpp LLM: the
+    model runs in the server process the stage starts, and the stage's busy seconds count only its
+    client (fed, they would drive the calibrated cost to its lower bound)."""
+    return not (stage == "llm" and engine == LLM_LOCAL_ENGINE)
 
 
 def clamp(value: float, low: float, high: float) -> float:

@@ -48,6 +48,9 @@ class Workload:
     reply_s: float = 5.0  # reply playback
     think_s: float = 5.5  # uniform 3-8 s
     reply_chars: float = 80.0
+    # Sentences per reply, each one TTS request. Measured: the fleet benchmark's TTS stage served 414
+    # requests for 203 turns (bench/results/20261125T012937Z-allinone.json, 47 devices).
+    reply_sentences: float = 2.0
 
     @property
     def turn_period_s(self) -> float:
@@ -64,12 +67,43 @@ class Workload:
         }[stage]
         return per_turn / self.turn_period_s
 
+    def requests_per_device_second(self, stage: str) -> float:
+        """Requests each device sends a stage per second (what queues and batches are made of)."""
+        per_turn = {
+            "gateway": 1.0,  # turns
+            "vad": (self.utterance_s + self.listen_tail_s)
+            / self.utterance_s,  # per utterance-length of audio
+            "asr": 1.0,  # utterances
+            "llm": 1.0,  # replies
+            "tts": self.reply_sentences,  # sentences
+        }[stage]
+        return per_turn / self.turn_period_s
+
+    @property
+    def sentence_playback_s(self) -> float:
+        """How long one reply sentence plays: a TTS engine streaming slower than this would make the
+        device stutter, so it bounds how long one sentence holds a TTS slot."""
+        return self.reply_s / self.reply_sentences
+
+
+# The profile entries `voice-pipeline calibrate` can measure (calibrate.MEASURES has one function
+# for each; a unit test keeps the two in step). Kept here so the operator needs no model runtime.
+CALIBRATED_ENTRIES: tuple[str, ...] = (
+    "gateway", "vad", "asr", "asr:sensevoice", "tts", "tts:pcm", "tts:piper", "tts:espeak", "llm", "llm:llamacpp",
+)  # fmt: skip
+
 
 class StageCost(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     unit: str
     engine: str = ""
+    # The `stages.<stage>.engine` names this measured cost stands for (e.g. one cloud-client cost for
+    # the engines that send the same audio format). Empty in profiles calibrated before engines were
+    # recorded: the plain `<stage>` entry then stands for the stage's default engine.
+    engines: list[str] = Field(default_factory=list)
+    notes: str = ""  # how it was measured, when it differs from the profile's `measured.notes`
+    measured: dict[str, Any] = Field(default_factory=dict)  # when/where, if measured apart from the rest
     cpu_seconds_per_unit: dict[int, float] = Field(description="batch size -> CPU-seconds per unit of work")
     latency_ms_per_batch: dict[int, float] = Field(default_factory=dict)
     memory_mib_per_replica: float

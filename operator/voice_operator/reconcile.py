@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from voice_operator.capacity import Plan, make_plan
+from voice_operator.capacity import NoMeasuredCost, Plan, make_plan
 from voice_operator.conditions import set_condition
 from voice_operator.kube import KubeApi
 from voice_operator.live import capacity_verdict, live_plan
@@ -81,7 +81,17 @@ def reconcile(
         return Outcome(status, events=events)
 
     # The calibrated costs, moved by what the running pipeline measured (status.observed.costs).
-    plan = make_plan(spec, adjusted_profile(profile, factors_from_status(old_status)))
+    try:
+        plan = make_plan(spec, adjusted_profile(profile, factors_from_status(old_status)))
+    except NoMeasuredCost as exc:
+        # Sizing from another engine's cost would be a guess: say what to measure, change nothing.
+        for kind, value in (("Ready", False), ("CapacitySufficient", False), ("Degraded", True)):
+            conditions = set_condition(conditions, kind, value, "NoMeasuredCost", str(exc), generation, now())
+        if old_status.get("observedGeneration") != generation:
+            events.append(("Warning", "NoMeasuredCost", str(exc)))
+        status = {**old_status, "observedGeneration": generation, "conditions": conditions, "ready": "False",
+                  "recommendation": str(exc)}  # fmt: skip
+        return Outcome(status, events=events)
     plan_status = plan.as_status()
     capacity_ok = plan.fits
     conditions = set_condition(

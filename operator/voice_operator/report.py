@@ -16,15 +16,19 @@ def _provenance(profile: CostProfile) -> str:
     return f"cost profile measured {m.get('date', '?')} on {machine.get('cores', '?')} cores ({machine.get('cpu', '?')})"
 
 
+def engines_line(plan: Plan) -> str:
+    return "engines: " + ", ".join(f"{name} {s.engine}" for name, s in plan.stages.items() if s.engine)
+
+
 def plan_table(plan: Plan, profile: CostProfile) -> str:
     rows = [
-        f"{'stage':8} {'replicas':>8} {'cpu':>6} {'cpu req':>8} {'memory':>8} {'batch':>5} {'wait':>5} {'conc':>5} {'devices':>8} {'util':>5}"
+        f"{'stage':8} {'engine':>10} {'replicas':>8} {'cpu':>6} {'cpu req':>8} {'memory':>8} {'batch':>5} {'wait':>5} {'conc':>5} {'queue':>5} {'devices':>8} {'util':>5}"
     ]
     for name in STAGES:
         s = plan.stages[name]
         rows.append(
-            f"{name:8} {s.replicas:>8} {format_cpu(s.cpu_limit):>6} {format_cpu(s.cpu_request):>8} {format_memory(s.memory_mib):>8} "
-            f"{s.batch_size:>5} {s.max_wait_ms:>5} {s.max_concurrency:>5} {s.devices:>8} {s.utilization:>5.2f}"
+            f"{name:8} {s.engine or '-':>10} {s.replicas:>8} {format_cpu(s.cpu_limit):>6} {format_cpu(s.cpu_request):>8} {format_memory(s.memory_mib):>8} "
+            f"{s.batch_size:>5} {s.max_wait_ms:>5} {s.max_concurrency:>5} {s.queue_size:>5} {s.devices:>8} {s.utilization:>5.2f}"
         )
     rows += [
         "",
@@ -34,6 +38,7 @@ def plan_table(plan: Plan, profile: CostProfile) -> str:
         f"supported devices: {plan.supported_devices} (bottleneck {plan.bottleneck}, {plan.binding}-bound)",
         plan.recommendation,
         *plan.problems,
+        engines_line(plan),
         _provenance(profile),
     ]
     return "\n".join(rows)
@@ -63,6 +68,7 @@ def compare_table(plans: dict[str, Plan], profile: CostProfile) -> str:
 
         rows.append(row(f"{name} replicas/devices", replicas))
     rows.append("")
+    rows.append(engines_line(next(iter(plans.values()))))
     rows += [f"{size}: {p.recommendation}" for size, p in plans.items()]
     rows.append(_provenance(profile))
     return "\n".join(rows)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from voice_operator.profiles import NODE_SIZES, NodeProfile
 from voice_operator.quantity import QuantityError, parse_cpu, parse_memory_mib
+from voice_pipeline import contract as c
 
 
 class SpecError(ValueError):
@@ -85,6 +86,31 @@ class Stages(_Model):
 
     def get(self, stage: str) -> StageSpec:
         return getattr(self, stage)  # type: ignore[no-any-return]
+
+    @model_validator(mode="after")
+    def _known_engines(self) -> Stages:
+        for stage in c.STAGES:
+            engine = self.get(stage).engine
+            if not engine:
+                continue
+            choices = c.ENGINES.get(stage, ())
+            if not choices:
+                follows = " (it follows from stages.llm.providers)" if stage == "llm" else ""
+                raise ValueError(f"{stage}.engine: the {stage} stage has no engine choice{follows}")
+            if engine not in choices:
+                raise ValueError(f"{stage}.engine: unknown engine {engine!r} (one of {', '.join(choices)})")
+        return self
+
+    def engine(self, stage: str) -> str:
+        """The engine the stage runs: the chosen one, the stage's default, or for the LLM what its
+        providers imply (none, or one without a base URL, starts the local llama.cpp server)."""
+        if stage == "llm":
+            local = not self.llm.providers or any(
+                p.type == "openai" and not p.base_url for p in self.llm.providers
+            )
+            return c.LLM_LOCAL_ENGINE if local else c.LLM_CLOUD_ENGINE
+        choices = c.ENGINES.get(stage, ())
+        return self.get(stage).engine or (choices[0] if choices else "")
 
 
 class Redis(_Model):

@@ -67,6 +67,21 @@ SIZING_KEYS: Final[dict[str, tuple[str, ...]]] = {
 CACHED_STAGES: Final[tuple[Stage, ...]] = ("asr", "llm", "tts")
 ENV_REDIS_URL: Final = "VP_CACHE__REDIS_URL"
 
+# Engines a VoicePipeline may choose per stage (`spec.stages.<stage>.engine`), the first being the
+# stage's default, and the setting that carries the choice to the stage: ASR's `backend`
+# (`VP_ASR__BACKEND`), TTS's per-language engine order (`VP_TTS__ENGINES`, JSON). The LLM's engine
+# follows from its providers: none (or one without a base URL) runs the local llama.cpp server.
+ASR_ENGINES: Final[tuple[str, ...]] = ("whisper", "sensevoice", "openai")
+TTS_ENGINES: Final[tuple[str, ...]] = ("edge", "azure", "iflytek", "openai", "piper", "espeak")
+ENGINES: Final[dict[str, tuple[str, ...]]] = {"asr": ASR_ENGINES, "tts": TTS_ENGINES}
+KEY_ASR_BACKEND: Final = "backend"
+KEY_TTS_ENGINES: Final = "engines"
+TTS_LANGUAGES: Final[tuple[str, ...]] = ("zh", "en")
+TTS_FALLBACK_ENGINE: Final = "espeak"  # local, always installed: speaks when the chosen engine fails
+LLM_LOCAL_ENGINE: Final = "llamacpp"
+LLM_CLOUD_ENGINE: Final = "cloud"
+KEY_LLM_LOCAL_THREADS: Final = "local_threads"
+
 
 def env_name(section: str, key: str) -> str:
     """`("asr", "batch_max_size")` -> `VP_ASR__BATCH_MAX_SIZE`."""

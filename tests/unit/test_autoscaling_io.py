@@ -14,7 +14,13 @@ from voice_operator.autoscaler import Action, Decision
 from voice_operator.capacity import make_plan
 from voice_operator.conditions import get_condition
 from voice_operator.live import autoscaling_status, live_plan
-from voice_operator.observed_costs import MAX_FACTOR, adjusted_profile, factors_from_status, update_costs
+from voice_operator.observed_costs import (
+    MAX_FACTOR,
+    adjusted_profile,
+    factors_from_status,
+    observable,
+    update_costs,
+)
 from voice_operator.profiles import Workload, load_profile
 from voice_operator.prometheus import PrometheusClient, StageSignals, queries, read_signals
 from voice_operator.reconcile import reconcile
@@ -163,12 +169,12 @@ def test_reconcile_applies_the_autoscaler_targets_of_this_generation_only() -> N
 
 def test_live_verdict_sets_capacity_sufficient_false_with_the_recommendation() -> None:
     api = FakeApi()
-    first = reconcile(body(devices=20), api, PROFILE, now)
+    first = reconcile(body(devices=10), api, PROFILE, now)  # fits with the local llama.cpp LLM
     assert get_condition(first.status["conditions"], "CapacitySufficient")["status"] == "True"  # type: ignore[index]
     verdict = autoscaling_status(
         _decision(3, False, "asr wants 9 replicas (has 3); use maxNodes: 2 of 4c16g"), None, 1
     )
-    again = reconcile(body(devices=20, status={**first.status, "autoscaling": verdict}), api, PROFILE, now)
+    again = reconcile(body(devices=10, status={**first.status, "autoscaling": verdict}), api, PROFILE, now)
     condition = get_condition(again.status["conditions"], "CapacitySufficient")
     assert condition is not None and condition["status"] == "False"
     assert condition["reason"] == "LiveLoadExceedsBudget" and "maxNodes: 2" in condition["message"]
@@ -183,3 +189,9 @@ def test_live_plan_is_the_plan_without_targets() -> None:
         == 9
     )
     json.dumps(autoscaling_status(_decision(3), None, 1))  # status must serialize
+
+
+def test_a_local_llama_cpp_llm_is_not_fed_from_its_client_busy_seconds() -> None:
+    # The model runs in the server process: the stage's busy seconds are its client's alone.
+    assert not observable("llm", "llamacpp")
+    assert observable("llm", "cloud") and observable("asr", "sensevoice")

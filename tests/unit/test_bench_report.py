@@ -135,3 +135,18 @@ def test_a_corrupt_result_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ConfigError, match=r"bad\.json"):
         load_all(tmp_path)
+
+
+def test_the_report_sets_sensevoice_beside_the_seed_and_says_its_weights_are_random(tmp_path: Path) -> None:
+    from voice_operator.profiles import load_profile
+    from voice_pipeline.bench.report import SEED, sensevoice_lines
+
+    text = "\n".join(sensevoice_lines(None, 60))
+    assert "ARCHITECTURE-ONLY, RANDOM WEIGHTS" in text and "transcripts meaningless" in text
+    assert all(SEED[size] in text for size in ("4c8g", "4c16g", "4c32g"))
+    assert "| SenseVoiceSmall int8 (ours, measured, planned) |" in text and "Why ours differs" in text
+    profile = load_profile()
+    del profile.stages["asr:sensevoice"]
+    path = tmp_path / "p.json"
+    path.write_text(profile.model_dump_json())
+    assert "make calibrate-sensevoice" in "\n".join(sensevoice_lines(str(path), 60))

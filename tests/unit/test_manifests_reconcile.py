@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
+
+import pytest
+import yaml
 
 from voice_operator.capacity import make_plan
 from voice_operator.conditions import get_condition, set_condition
 from voice_operator.manifests import Owner, desired_objects, is_subset
 from voice_operator.profiles import load_profile
+from voice_operator.quantity import format_memory, parse_cpu, parse_memory_mib
 from voice_operator.reconcile import reconcile, status_patch
 from voice_operator.spec import parse_spec
 
@@ -134,8 +140,60 @@ def test_too_large_target_still_deploys_the_best_plan_and_says_so() -> None:
     api = FakeApi()
     outcome = reconcile(body(devices=5000), api, PROFILE, now)
     capacity = get_condition(outcome.status["conditions"], "CapacitySufficient")
-    assert (
-        capacity is not None and capacity["status"] == "False" and "5000 devices need" in capacity["message"]
-    )
+    assert capacity is not None and capacity["status"] == "False" and "5000 devices" in capacity["message"]
     assert api.writes  # the best plan within maxReplicas is deployed meanwhile
     assert any(reason == "CapacityInsufficient" for _, reason, _ in outcome.events)
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "crds" / "examples"
+
+
+def test_the_full_example_runs_the_engines_it_names() -> None:
+    """crds/examples/full.yaml: SenseVoiceSmall ASR, Edge TTS, cloud LLM providers."""
+    example = yaml.safe_load((EXAMPLES / "full.yaml").read_text(encoding="utf-8"))
+    profile = PROFILE.model_copy(deep=True)
+    if "asr:sensevoice" not in profile.stages:  # sized from some cost: this test is about the Pods
+        profile.stages["asr:sensevoice"] = profile.stages["asr"].model_copy(
+            update={"engines": ["sensevoice"]}
+        )
+    api = FakeApi()
+    outcome = reconcile(
+        {"metadata": {"name": "fleet", "namespace": "voice", "uid": "u", "generation": 1}, "spec": example["spec"]},
+        api, profile, now,
+    )  # fmt: skip
+    settings = api.objects[("ConfigMap", "fleet-settings")]["data"]
+    assert settings["asr.VP_ASR__BACKEND"] == "sensevoice"
+    assert json.loads(settings["tts.VP_TTS__ENGINES"]) == {"zh": ["edge", "espeak"], "en": ["edge", "espeak"]}
+    assert "llm.VP_LLM__LOCAL_THREADS" not in settings  # cloud providers: no local server
+    assert outcome.plan is not None and outcome.plan.stages["llm"].engine == "cloud"
+    llm = api.objects[("Deployment", "fleet-llm")]["spec"]["template"]["spec"]["containers"][0]
+    assert llm["resources"]["limits"]["memory"] == format_memory(outcome.plan.stages["llm"].memory_mib)
+
+
+def test_without_providers_the_llm_pod_is_sized_for_its_llama_cpp_server() -> None:
+    if "llm:llamacpp" not in PROFILE.stages:
+        pytest.skip("the shipped profile has no llm:llamacpp cost")
+    api = FakeApi()
+    outcome = reconcile(body(devices=5), api, PROFILE, now)
+    llm = api.objects[("Deployment", "office-llm")]["spec"]["template"]["spec"]["containers"][0]
+    server = PROFILE.stages["llm:llamacpp"].memory_mib_per_replica
+    assert parse_memory_mib(llm["resources"]["limits"]["memory"]) >= server  # not 51Mi: not OOM-killed
+    assert parse_cpu(llm["resources"]["limits"]["cpu"]) == 2.0
+    settings = api.objects[("ConfigMap", "office-settings")]["data"]
+    assert settings["llm.VP_LLM__LOCAL_THREADS"] == "2"
+    assert outcome.plan is not None and outcome.plan.stages["llm"].engine == "llamacpp"
+
+
+def test_an_engine_without_measured_cost_is_a_false_condition_and_no_writes() -> None:
+    profile = PROFILE.model_copy(deep=True)
+    profile.stages.pop("asr:sensevoice", None)
+    api = FakeApi()
+    outcome = reconcile(body(stages={"asr": {"engine": "sensevoice"}}), api, profile, now)
+    for kind in ("Ready", "CapacitySufficient"):
+        cond = get_condition(outcome.status["conditions"], kind)
+        assert cond is not None and cond["status"] == "False" and cond["reason"] == "NoMeasuredCost"
+        assert (
+            "asr:sensevoice" in cond["message"]
+            and "voice-pipeline calibrate --only asr:sensevoice" in cond["message"]
+        )
+    assert api.writes == [] and outcome.events[0][:2] == ("Warning", "NoMeasuredCost")

@@ -3,24 +3,60 @@ a stage's Deployment is accepted by that stage's settings class and lands in the
 
 from __future__ import annotations
 
+import json
+from typing import Any, get_args
+
 import pytest
 
-from voice_operator.capacity import make_plan
+from voice_operator.capacity import Plan, make_plan
 from voice_operator.manifests import Owner, desired_objects, stage_settings
-from voice_operator.profiles import load_profile
+from voice_operator.profiles import StageCost, load_profile
 from voice_operator.spec import parse_spec
 from voice_pipeline import contract as c
 from voice_pipeline.asr.service import AsrServiceSettings
+from voice_pipeline.asr.settings import AsrSettings
 from voice_pipeline.common.app import load_service_settings
 from voice_pipeline.common.errors import ConfigError
 from voice_pipeline.common.settings import unknown_env_keys
 from voice_pipeline.gateway.service import GatewayServiceSettings
 from voice_pipeline.llm.service import LlmServiceSettings
 from voice_pipeline.tts.service import TtsServiceSettings
+from voice_pipeline.tts.settings import TtsSettings
 from voice_pipeline.vad.service import VadServiceSettings
 
 OWNER = Owner("office", "voice", "uid-1")
-PLAN = make_plan(parse_spec({"devices": 60, "nodeSize": "4c16g"}), load_profile())
+CLOUD = [{"name": "cloud", "baseUrl": "https://llm.example/v1"}]
+PLAN = make_plan(
+    parse_spec({"devices": 60, "nodeSize": "4c16g", "stages": {"llm": {"providers": CLOUD}}}), load_profile()
+)
+
+
+def _with_every_engine() -> Any:
+    """The shipped profile plus a cost for each engine it lacks (copied, only to size a plan)."""
+    profile = load_profile()
+    for stage, engines in c.ENGINES.items():
+        for engine in engines:
+            profile.stages.setdefault(
+                f"{stage}:{engine}", StageCost(**{**profile.stages[stage].model_dump(), "engines": [engine]})
+            )
+    profile.stages.setdefault(
+        "llm:llamacpp", StageCost(**{**profile.stages["llm"].model_dump(), "engines": ["llamacpp"]})
+    )
+    return profile
+
+
+EVERY_ENGINE = _with_every_engine()
+
+
+def engine_plan(asr: str, tts: str, llm: str) -> Plan:
+    stages = {
+        "asr": {"engine": asr},
+        "tts": {"engine": tts},
+        "llm": {"providers": CLOUD if llm == "cloud" else []},
+    }
+    return make_plan(parse_spec({"devices": 20, "nodeSize": "4c16g", "stages": stages}), EVERY_ENGINE)
+
+
 SETTINGS = {
     "gateway": GatewayServiceSettings,
     "vad": VadServiceSettings,
@@ -78,3 +114,44 @@ def test_the_distributed_gateway_needs_every_stage_url() -> None:
         GatewayServiceSettings(
             stages={"vad_url": "http://v", "asr_url": "http://a", "llm_url": "http://l"}
         ).stages.urls()
+
+
+def test_the_contract_engines_are_the_services_engines() -> None:
+    assert get_args(AsrSettings.model_fields["backend"].annotation) == c.ASR_ENGINES
+    assert c.ASR_ENGINES[0] == AsrSettings().backend  # the default the plan assumes is the service's
+    assert TtsSettings().engines["en"][0] == c.TTS_ENGINES[0]
+    with pytest.raises(ValueError, match="unknown TTS engine"):
+        TtsSettings(engines={"en": ["edgy"]})
+
+
+@pytest.mark.parametrize(
+    ("asr", "tts", "llm"),
+    [
+        ("sensevoice", "edge", "local"),
+        ("whisper", "piper", "cloud"),
+        ("openai", "espeak", "local"),
+        ("whisper", "azure", "cloud"),
+    ],
+)
+def test_the_chosen_engines_reach_the_stage_settings(
+    asr: str, tts: str, llm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = engine_plan(asr, tts, llm)
+    loaded = {}
+    for stage in c.STAGES:
+        env = stage_settings(OWNER, stage, plan.stages[stage], "redis://redis:6379/0")
+        assert unknown_env_keys(SETTINGS[stage], env) == [], stage
+        with monkeypatch.context() as m:
+            for key, value in env.items():
+                m.setenv(key, value)
+            loaded[stage] = load_service_settings(SETTINGS[stage])
+    assert loaded["asr"].asr.backend == asr  # type: ignore[attr-defined]
+    engines = loaded["tts"].tts.engines  # type: ignore[attr-defined]
+    assert set(engines) == set(c.TTS_LANGUAGES) and all(order[0] == tts for order in engines.values())
+    assert all(order[-1] == "espeak" for order in engines.values())  # the local fallback
+    llm_settings = loaded["llm"].llm  # type: ignore[attr-defined]
+    if llm == "local":
+        assert llm_settings.local_threads == int(plan.stages["llm"].cpu_limit) == 2
+        assert llm_settings.max_concurrency == plan.stages["llm"].max_concurrency
+    env = stage_settings(OWNER, "tts", plan.stages["tts"], "")
+    assert json.loads(env["VP_TTS__ENGINES"])["zh"][0] == tts

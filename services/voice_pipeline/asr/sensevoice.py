@@ -32,6 +32,10 @@ def check_model_dir(model_dir: Path, quantized: bool) -> None:
         )
 
 
+def _pcm_batch(wav_content: object, fs: int | None = None) -> list[object]:
+    return list(wav_content) if isinstance(wav_content, list) else [wav_content]
+
+
 class SenseVoiceEngine:
     name = "sensevoice"
 
@@ -50,6 +54,9 @@ class SenseVoiceEngine:
         self._model = SenseVoiceSmall(
             model_dir=str(model_dir), batch_size=batch_size, quantize=quantized, intra_op_num_threads=threads
         )
+        # funasr-onnx 0.4.3 batches only a list of file *paths* (a list of arrays fails in its
+        # load_wav: "'numpy.ndarray' object has no attribute 'lower'"); ours are decoded PCM already.
+        self._model.load_data = _pcm_batch  # type: ignore[method-assign]
 
     def transcribe_batch(self, items: Sequence[AsrItem]) -> list[Transcript]:
         if not items:

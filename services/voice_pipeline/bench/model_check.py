@@ -10,10 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 LOCAL_MODEL_STAGES = ("vad", "asr")  # the stages that run models on the node when providers are remote
+# What the benchmark runs: its LLM emulator is a remote OpenAI-compatible provider, its TTS emulator
+# OpenAI's /v1/audio/speech (raw PCM).
+BENCH_STAGES = {
+    "llm": {"providers": [{"name": "emulator", "baseUrl": "http://127.0.0.1/v1"}]},
+    "tts": {"engine": "openai"},
+}
 
 
 def predict(cores: float, memory_gib: float, profile_path: str | None = None) -> dict[str, Any]:
-    from voice_operator.capacity import make_plan
+    from voice_operator.capacity import make_plan, stage_cost
     from voice_operator.profiles import Workload, load_profile
     from voice_operator.spec import parse_spec
     from voice_pipeline.contract import STAGES
@@ -21,12 +27,16 @@ def predict(cores: float, memory_gib: float, profile_path: str | None = None) ->
     profile = load_profile(profile_path)
     workload = Workload()
     spec = parse_spec(
-        {"devices": 1, "nodeResources": {"cpu": f"{cores:g}", "memory": f"{int(memory_gib * 1024)}Mi"}}
+        {
+            "devices": 1,
+            "nodeResources": {"cpu": f"{cores:g}", "memory": f"{int(memory_gib * 1024)}Mi"},
+            "stages": BENCH_STAGES,
+        }
     )
     plan = make_plan(spec, profile, workload)
 
     def demand(stage: str) -> float:
-        cost = profile.stages[stage]
+        cost = stage_cost(stage, spec, profile)
         best = min(cost.cpu_seconds_per_unit.values())
         return workload.units_per_device_second(stage) * best
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from voice_pipeline.contract import TTS_ENGINES
 
 
 class TtsSettings(BaseModel):
@@ -13,6 +15,7 @@ class TtsSettings(BaseModel):
         description="Engines tried in order per language (first that answers wins): "
         "edge, azure, iflytek, openai, piper, espeak.",
     )
+
     edge_voices: dict[str, str] = Field(
         default_factory=lambda: {"zh": "zh-CN-XiaoxiaoNeural", "en": "en-US-AriaNeural"},
         description="Edge TTS voice per language.",
@@ -71,3 +74,12 @@ class TtsSettings(BaseModel):
         description="Opus encoder complexity of reply audio (libopus default 10 costs ~5x the CPU of 5, "
         "measured 11 vs 2 ms per audio-second at 24 kHz; speech on a small speaker sounds the same).",
     )
+
+    @field_validator("engines")
+    @classmethod
+    def _known_engines(cls, engines: dict[str, list[str]]) -> dict[str, list[str]]:
+        # A misspelt engine would otherwise be skipped in silence, leaving only the fallbacks.
+        unknown = sorted({name for names in engines.values() for name in names} - set(TTS_ENGINES))
+        if unknown:
+            raise ValueError(f"unknown TTS engine(s) {', '.join(unknown)} (one of {', '.join(TTS_ENGINES)})")
+        return engines
