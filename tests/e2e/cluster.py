@@ -1,10 +1,16 @@
 """A real Kubernetes API for e2e tests, in this order of preference:
 
-1. an existing cluster: `VP_E2E_KUBECONFIG` (or `KUBECONFIG` with `VP_E2E_USE_KUBECONFIG=1`);
-2. kind, when a Docker engine answers (`make e2e-kind` documents it);
-3. a local kube-apiserver + etcd + kube-controller-manager on free loopback ports, built once from
-   Debian's source package by scripts/kube-local.sh (no kubelet: Pods stay Pending, everything
-   else - schemas, status subresource, RBAC, owner-reference garbage collection - is real).
+1. an existing cluster: `VP_E2E_KUBECONFIG` (or `KUBECONFIG` with `VP_E2E_USE_KUBECONFIG=1`); its
+   nodes must be able to pull the images (push them to a registry they reach, `IMAGE_REGISTRY=...`);
+2. kind, when a Docker engine answers and `kind` is installed (`make e2e-kind`): the images built by
+   `make images` are loaded into it;
+3. the local cluster of `voice-pipeline cluster up` (services/voice_pipeline/devcluster): API server,
+   controller manager, scheduler, kubelet on the local Docker engine, kube-proxy and a DNS, when a
+   Docker engine answers and we are root: Pods really run, from the images `make images` built;
+4. otherwise a local kube-apiserver + etcd + kube-controller-manager on free loopback ports (no
+   kubelet: Pods stay Pending, everything else - schemas, status subresource, RBAC, owner-reference
+   garbage collection - is real). The running-Pods tests skip there, or fail under
+   `VP_E2E_REQUIRE_PODS=1` (what `make test` sets).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ ADMIN_TOKEN = "voice-pipeline-e2e-admin"
 @dataclass
 class Cluster:
     kubeconfig: Path
-    kind: str  # "existing" | "kind" | "local"
+    kind: str  # "existing" | "kind" | "local-node" (Pods run here) | "local" (API server only)
     server: str = ""
     token: str = ""
     workdir: Path | None = None
@@ -44,6 +50,10 @@ class Cluster:
             [kubectl_binary(), "--kubeconfig", str(self.kubeconfig), *args],
             capture_output=True, text=True, check=check, input=input, timeout=60,
         )  # fmt: skip
+
+    @property
+    def runs_pods(self) -> bool:
+        return self.kind != "local"
 
 
 def kubectl_binary() -> str:
@@ -171,6 +181,35 @@ def local_cluster() -> Iterator[Cluster]:
             shutil.rmtree(work, ignore_errors=True)
 
 
+# What `make images` builds (mk/images.mk); the running-Pods tests install the chart with them.
+IMAGE_REGISTRY = os.environ.get("IMAGE_REGISTRY", "ghcr.io/voice-pipeline")
+IMAGE_TAG = os.environ.get("IMAGE_TAG", "0.1.0")
+IMAGES = {name: f"{IMAGE_REGISTRY}/{name}:{IMAGE_TAG}" for name in ("services", "operator", "redis")}
+
+
+@contextmanager
+def node_cluster() -> Iterator[Cluster]:
+    from voice_pipeline.devcluster.cluster import down, up
+
+    work = Path(tempfile.mkdtemp(prefix="vp-node-"))
+    state = up(work)
+    try:
+        yield Cluster(Path(state.kubeconfig), "local-node", state.server, state.token, work)
+    finally:
+        down(work)
+
+
+def node_cluster_possible() -> bool:
+    from voice_pipeline.devcluster.cluster import binaries_dir
+
+    return (
+        os.geteuid() == 0
+        and docker_available()
+        and (binaries_dir() / "kubelet").exists()
+        and shutil.which("dnsmasq") is not None
+    )
+
+
 @contextmanager
 def kind_cluster() -> Iterator[Cluster]:
     name = f"vp-e2e-{os.getpid()}"
@@ -180,6 +219,8 @@ def kind_cluster() -> Iterator[Cluster]:
         ["kind", "create", "cluster", "--name", name, "--kubeconfig", str(kubeconfig), "--wait", "120s"],
         check=True,
     )
+    for image in IMAGES.values():  # kind nodes pull from no registry of ours: load what make images built
+        subprocess.run(["kind", "load", "docker-image", "--name", name, image], check=False)
     try:
         yield Cluster(kubeconfig, "kind", workdir=work)
     finally:
@@ -197,6 +238,9 @@ def cluster() -> Iterator[Cluster]:
     elif docker_available() and shutil.which("kind"):
         with kind_cluster() as c:
             yield c
+    elif node_cluster_possible():
+        with node_cluster() as n:
+            yield n
     else:
         with local_cluster() as c:
             yield c

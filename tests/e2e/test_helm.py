@@ -3,9 +3,10 @@ install -> the operator (run here with the chart's own ServiceAccount token, so 
 through the chart's RBAC) reconciles the chart's VoicePipeline -> upgrade replans -> uninstall
 (with the pre-delete cleanup hook) leaves nothing but the CRD.
 
-No kubelet runs here, so Pods never start: the operator and the hook Job's command run as local
-processes with their ServiceAccounts' tokens, and the test marks the hook Job complete for Helm,
-as a kubelet would after the command exited 0."""
+No Pod starts in this test's namespace (a zero-Pod quota; test_pods.py installs the chart with
+running Pods): the operator and the hook Job's command run as local processes with their
+ServiceAccounts' tokens, and the test marks the hook Job complete for Helm, as a kubelet would after
+the command exited 0."""
 
 from __future__ import annotations
 
@@ -124,8 +125,10 @@ def operator_log(tmp_path: Path) -> Iterator[Path]:
 def test_install_reconcile_upgrade_uninstall_with_the_chart_rbac(
     kube: Cluster, namespace: str, tmp_path: Path, operator_log: Path
 ) -> None:
-    if kube.kind != "local":
-        pytest.skip("runs the chart's Pods as local processes (no kubelet): local API server only")
+    if kube.kind not in ("local", "local-node"):
+        pytest.skip(
+            "runs the chart's Pods as local processes: the local clusters only (test_pods.py runs them as Pods)"
+        )
     timeline: list[str] = []
     started = time.monotonic()
 

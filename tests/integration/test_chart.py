@@ -406,3 +406,18 @@ def test_llm_provider_keys_go_from_values_to_mounted_secrets() -> None:
     volumes = llm["spec"]["template"]["spec"].get("volumes", [])
     assert any(v.get("secret", {}).get("secretName") == "llm-keys" for v in volumes), volumes
     assert not any(d["kind"] == "Secret" for d in docs)
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.name)
+def test_every_rendered_pod_is_restricted(values: Path) -> None:
+    """The "restricted" Pod Security Standard for every Pod the chart renders (operator, Redis, the
+    cleanup hook, the helm test Pod), in every scenario."""
+    from tests.pod_security import pod_spec_of, violations
+
+    docs = render("-f", str(values))
+    pods = [(f"{d['kind']}/{d['metadata']['name']}", pod_spec_of(d)) for d in docs]
+    pods = [(name, spec) for name, spec in pods if spec is not None]
+    assert pods, "no Pod rendered"
+    for name, spec in pods:
+        assert violations(spec) == [], name
+        assert spec.get("enableServiceLinks") is False, name  # VP_* service variables would be refused

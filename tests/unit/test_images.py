@@ -118,7 +118,7 @@ def test_images_install_only_their_extras() -> None:
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     wanted = {"services": {"services", "sensevoice"}, "operator": {"operator"}}
     for image, path in IMAGES.items():
-        installed = re.findall(r'pip install "\.\[([a-z,]+)\]"', path.read_text())
+        installed = re.findall(r'pip install [^"\n]*"\.\[([a-z,]+)\]"', path.read_text())
         assert installed, image
         names = set(installed[0].split(","))
         assert names == wanted[image] and names <= set(extras)
@@ -132,12 +132,16 @@ def test_build_context_holds_what_the_image_copies(image: str) -> None:
         if ins == "COPY" and "--from=" not in args:
             *sources, _ = args.split()
             for source in sources:
-                assert (ROOT / source).exists(), source
-                assert source.rstrip("/") in allowed, f"{source} is excluded by the .dockerignore"
+                if not re.search(r"[\[*?]", source):  # a glob may match nothing (optional inputs)
+                    assert (ROOT / source).exists(), source
+                parts = Path(source.rstrip("/")).parts
+                assert any("/".join(parts[:n]) in allowed for n in range(1, len(parts) + 1)), (
+                    f"{source} is excluded by the .dockerignore"
+                )
 
 
 def test_chart_operator_and_make_images_name_the_same_images() -> None:
-    mk = (ROOT / "mk" / "chart.mk").read_text()
+    mk = (ROOT / "mk" / "images.mk").read_text()
     var = dict(re.findall(r"^(IMAGE_REGISTRY|IMAGE_TAG) \?= (\S+)$", mk, re.M))
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
@@ -181,11 +185,12 @@ print("ok")
 
 
 def test_make_images_says_it_needs_a_docker_engine() -> None:
-    """Without a Docker engine (as here; DOCKER_HOST points nowhere in case one is installed) `make
-    images` stops at once with a clear message."""
+    """With DOCKER_HOST pointing nowhere `make images` stops at once with a clear message (it starts
+    a local engine only when DOCKER_HOST is unset; scripts/docker-engine.sh)."""
     env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
     result = subprocess.run(
         ["make", "-s", "images"], cwd=ROOT, capture_output=True, text=True, env=env, check=False, timeout=60
     )
     assert result.returncode != 0
-    assert "make images needs a Docker engine" in result.stdout + result.stderr, shlex.join(result.args)
+    assert "a Docker engine is needed" in result.stdout + result.stderr, shlex.join(result.args)
+    assert "DOCKER_HOST=unix:///nonexistent/docker.sock does not answer" in result.stdout + result.stderr

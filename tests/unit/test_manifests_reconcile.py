@@ -66,8 +66,10 @@ def test_objects_carry_owner_labels_plan_and_settings() -> None:
     assert asr["metadata"]["ownerReferences"][0] == OWNER.reference()
     container = asr["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "img:1" and container["command"][-1] == "asr"
-    env = {e["name"]: e["valueFrom"]["configMapKeyRef"]["key"] for e in container["env"]}
+    env = {e["name"]: e["valueFrom"]["configMapKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}
     assert env["VP_ASR__BATCH_MAX_SIZE"] == "asr.VP_ASR__BATCH_MAX_SIZE"
+    # In a Pod the stage binds every address (a local `serve` binds loopback).
+    assert {"name": "VP_SERVICE__HOST", "value": "0.0.0.0"} in container["env"]
     settings = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
     assert settings["asr.VP_ASR__BATCH_MAX_SIZE"] == str(plan.stages["asr"].batch_size)
     assert settings["llm.VP_LLM__MAX_CONCURRENCY"] == str(plan.stages["llm"].max_concurrency)

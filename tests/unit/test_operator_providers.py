@@ -50,8 +50,11 @@ def test_llm_deployment_gets_the_providers_and_mounts_each_key_secret() -> None:
     assert providers[0]["weight"] == 2 and providers[0]["max_concurrency"] == 8
     assert providers[1]["type"] == "anthropic" and "api_key_file" not in providers[2]
 
-    volumes = {v["name"]: v for v in llm["spec"]["template"]["spec"]["volumes"]}
-    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    # Every stage Pod has a /tmp scratch volume; the rest are the providers' key Secrets.
+    volumes = {v["name"]: v for v in llm["spec"]["template"]["spec"]["volumes"] if v["name"] != "tmp"}
+    mounts = {
+        m["mountPath"]: m for m in container["volumeMounts"] if m["mountPath"] != "/tmp"
+    }  # /tmp: scratch
     assert all(m["readOnly"] for m in mounts.values())
     expected_secret = {"qwen": ("dashscope", "apiKey"), "claude": ("anthropic", "token")}
     for provider in providers[:2]:
@@ -81,7 +84,7 @@ def test_no_providers_no_extra_env_and_other_stages_untouched() -> None:
     without = _deployments([])
     with_providers = _deployments(PROVIDERS)
     assert ENV_LLM_PROVIDERS not in {e["name"] for e in _container(without["office-llm"])["env"]}
-    assert "volumes" not in without["office-llm"]["spec"]["template"]["spec"]
+    assert [v["name"] for v in without["office-llm"]["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
     for name in ("office-gateway", "office-vad", "office-asr", "office-tts"):
         assert with_providers[name] == without[name]
 
@@ -113,4 +116,4 @@ def test_reconcile_passes_the_spec_providers_to_the_llm_deployment() -> None:
     llm = api.objects[("Deployment", "office-llm")]
     env = {e["name"] for e in _container(llm)["env"]}
     assert ENV_LLM_PROVIDERS in env
-    assert llm["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"] == "dashscope"
+    assert llm["spec"]["template"]["spec"]["volumes"][1]["secret"]["secretName"] == "dashscope"

@@ -98,7 +98,8 @@ groups:
 {{- define "voice-pipeline.cleanupHook" -}}
 helm.sh/hook: pre-delete
 helm.sh/hook-weight: {{ . | quote }}
-helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+# hook-failed too: a hook that could not run (image not pullable, no node) leaves nothing behind.
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded,hook-failed
 {{- end -}}
 
 {{/* The KopfPeering object the operator replicas share for leader election. */}}
