@@ -13,7 +13,14 @@ from voice_pipeline.contract import STAGES
 def _provenance(profile: CostProfile) -> str:
     m = profile.measured
     machine = m.get("machine", {})
-    return f"cost profile measured {m.get('date', '?')} on {machine.get('cores', '?')} cores ({machine.get('cpu', '?')})"
+    line = f"cost profile measured {m.get('date', '?')} on {machine.get('cores', '?')} cores ({machine.get('cpu', '?')})"
+    # Entries measured apart (calibrate --only) say so: costs move with the machine.
+    apart: dict[str, list[str]] = {}
+    for key, cost in profile.stages.items():
+        if cost.measured:
+            where = f"{str(cost.measured.get('date', '?'))[:10]} on {cost.measured.get('machine', {}).get('cpu', '?')}"
+            apart.setdefault(where, []).append(key)
+    return line + "".join(f"; {', '.join(keys)} {where}" for where, keys in apart.items())
 
 
 def engines_line(plan: Plan) -> str:
