@@ -71,7 +71,7 @@ def test_example_becomes_planned_objects_and_status(kube: Cluster, namespace: st
     assert (
         kube.kubectl("-n", namespace, "apply", "-f", str(ROOT / "crds/examples/minimal.yaml")).returncode == 0
     )
-    plan = expected_plan(60)
+    plan = expected_plan(15, "4c8g")
     deployments = wait_for(
         "five stage Deployments",
         lambda: (
@@ -99,12 +99,14 @@ def test_example_becomes_planned_objects_and_status(kube: Cluster, namespace: st
     assert status["observedGeneration"] == body["metadata"]["generation"]
     assert status["supportedDevices"] == plan.supported_devices and status["bottleneck"] == plan.bottleneck
     assert condition(body, "CapacitySufficient")["status"] == "True"
-    assert condition(body, "Ready")["status"] == "False"  # no kubelet here: no Pod ever becomes available
+    assert (
+        condition(body, "Ready")["status"] == "False"
+    )  # a zero-Pod quota here: no Pod ever becomes available
     print(f"apply -> objects + status in {time.monotonic() - started:.1f} s")
     table = kube.kubectl("-n", namespace, "get", "vp").stdout
     header = table.splitlines()[0].split()
     assert header == ["NAME", "DEVICES", "SUPPORTED", "BOTTLENECK", "READY", "AGE"], table
-    assert table.splitlines()[1].split()[:4] == ["office", "60", str(plan.supported_devices), plan.bottleneck]
+    assert table.splitlines()[1].split()[:4] == ["office", "15", str(plan.supported_devices), plan.bottleneck]
 
 
 def _resource_versions(kube: Cluster, ns: str) -> dict[str, str]:

@@ -209,10 +209,17 @@ def test_chart_runs_serves_devices_upgrades_and_uninstalls(kube: Cluster, pods_n
         assert pod_problems(kube, ns) == []
         operators = get(kube, ns, "deployment", f"{FULLNAME}-operator")
         assert operators["status"]["readyReplicas"] == 2  # leader election: one leads, one stands by
-        vp = get(kube, ns, "voicepipeline", FULLNAME)
+        vp = wait_for(
+            "the VoicePipeline's Ready condition (the operator's next resync)",
+            lambda: (
+                (v := get(kube, ns, "voicepipeline", FULLNAME))
+                and any(c["type"] == "Ready" and c["status"] == "True" for c in v["status"]["conditions"])
+                and v
+            ),
+            timeout=60,
+        )
         assert vp["status"]["plan"]["targetDevices"] == DEVICES
-        ready = next(c for c in vp["status"]["conditions"] if c["type"] == "Ready")
-        assert ready["status"] == "True", ready
+        mark("VoicePipeline Ready")
 
         test = helm(kube, "test", RELEASE, "-n", ns, "--logs", timeout=300)
         assert "Phase:          Succeeded" in test.stdout, test.stdout

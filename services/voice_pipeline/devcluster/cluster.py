@@ -229,6 +229,9 @@ def up(workdir: Path | None = None, progress: object = None) -> ClusterState:
     if (work / "state.json").exists():
         raise ClusterError(f"a cluster already uses {work}: `voice-pipeline cluster down --dir {work}` first")
     work.mkdir(parents=True, exist_ok=True)
+    # Traversable, not listable: dnsmasq (which drops to user nobody) reads dns/ inside it; the
+    # token and kubeconfig files stay private (0600).
+    work.chmod(0o711)
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
     say("certificates")
@@ -236,10 +239,12 @@ def up(workdir: Path | None = None, progress: object = None) -> ClusterState:
     pki = work / "pki"
     token = os.urandom(ADMIN_TOKEN_BYTES).hex()
     (work / "tokens.csv").write_text(f'{token},admin,admin-uid,"system:masters"\n')
+    (work / "tokens.csv").chmod(0o600)
     api_port = free_port(bridge)
     server = f"https://{bridge}:{api_port}"
     kubeconfig = work / "kubeconfig"
     write_kubeconfig(kubeconfig, server, token, pki / "ca.crt")
+    kubeconfig.chmod(0o600)
     bins = binaries_dir()
     processes: dict[str, subprocess.Popen[bytes]] = {}
     state = ClusterState(str(work), server, token, bridge, str(kubeconfig))
@@ -276,14 +281,14 @@ def up(workdir: Path | None = None, progress: object = None) -> ClusterState:
         spawn("kube-scheduler", str(bins / "kube-scheduler"), f"--kubeconfig={kubeconfig}", "--leader-elect=false",
               "--port=0", f"--secure-port={free_port()}", "--bind-address=127.0.0.1")  # fmt: skip
         hosts = work / "dns"
-        hosts.mkdir()
+        hosts.mkdir(mode=0o755)
         (hosts / "services").write_text("")
         spawn("dns-sync", sys.executable, "-m", "voice_pipeline.cli", "cluster", "dns-sync",
               "--kubeconfig", str(kubeconfig), "--hosts-file", str(hosts / "services"))  # fmt: skip
         upstream = _upstream_dns()
         spawn("dnsmasq", "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", f"--hostsdir={hosts}",
               f"--listen-address={bridge}", "--bind-interfaces", "--local=/cluster.local/", "--local-ttl=1",
-              "--pid-file=", *([f"--server={upstream}"] if upstream else []))  # fmt: skip
+              "--pid-file=", "--log-facility=-", *([f"--server={upstream}"] if upstream else []))  # fmt: skip
         say("kubelet and kube-proxy")
         _pause_image()
         kubelet_root = work / "kubelet"
