@@ -35,7 +35,7 @@ RELEASE = "vp"
 FULLNAME = "vp-voice-pipeline"
 STAGES = ("gateway", "vad", "asr", "llm", "tts")
 DEVICES = 10
-UPGRADED_DEVICES = 40
+UPGRADED_DEVICES = 14  # a new plan (slots, queues, CPU) that still fits this 2-core node
 LLM_EMULATOR = "llm-emulator"
 
 EMULATOR = f"""
@@ -243,9 +243,9 @@ def test_chart_runs_serves_devices_upgrades_and_uninstalls(kube: Cluster, pods_n
         mark(
             f"{DEVICES} devices x 60 s: {failed_turns(fleet)}; p95 first audio {fleet['first_audio_ms']['p95']} ms"
         )
-        assert fleet["turns"] >= DEVICES * 3 and n_failed(fleet) == 0, failed_turns(fleet)
         print(usage_table(kube, ns), flush=True)
         assert pod_problems(kube, ns) == []
+        assert fleet["turns"] >= DEVICES * 3 and n_failed(fleet) == 0, failed_turns(fleet)
 
         # helm upgrade while devices talk: the new plan rolls stage by stage, no turn fails.
         before = {
