@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -58,6 +58,9 @@ class StageConnection:
         self.connect_timeout_s = connect_timeout_s
         self.max_message_bytes = max_message_bytes
         self.draining = False
+        # Called when the replica says it drains: its pool re-resolves at once, since the replica
+        # replacing it (a rolling update) is already Ready and will take the work.
+        self.on_drain: Callable[[], None] | None = None
         self.sessions = 0  # long-lived sessions (VAD streams) placed here
         self.inflight = 0  # requests waiting for their answer
         self._ws: ClientConnection | None = None
@@ -130,6 +133,8 @@ class StageConnection:
                 if frame.kind == Kind.DRAIN:
                     log.info("%s replica %s is draining", self.stage, self.address)
                     self.draining = True
+                    if self.on_drain is not None:
+                        self.on_drain()
                     continue
                 queue = self._pending.get(frame.request)
                 if queue is not None:

@@ -124,6 +124,18 @@ class ReplicaPool:
             )
         return self.connections[address]
 
+    async def pick_ready(self, exclude: StageConnection | None = None) -> StageConnection:
+        """`pick`, but when no replica is connected, first re-resolve and re-dial once (bounded by
+        the connect timeout): in a rolling update the replaced replica may be gone a moment before
+        this gateway dialled its successor, which is Ready and in DNS already."""
+        try:
+            return self.pick(exclude)
+        except ProviderUnavailableError:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.connect_timeout_s + 1.0):
+                    await self.refresh()
+            return self.pick(exclude)
+
     def should_move(self, connection: StageConnection) -> bool:
         return replicas.should_move(self.view(connection), self.views())
 
@@ -180,6 +192,7 @@ class ReplicaPool:
         log.info(
             "%s: connected to replica %s%s", self.stage, address, " (draining)" if connection.draining else ""
         )
+        connection.on_drain = self._kick_refresh
         return connection
 
     def _warn_once(self, key: str, message: str) -> None:
