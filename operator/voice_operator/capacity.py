@@ -268,7 +268,9 @@ class _StageModel:
             streams = batch * 2
         else:
             streams = concurrency
-        need = (self.cost.memory_mib_per_replica + streams * self.cost.memory_mib_per_stream) * MEMORY_HEADROOM
+        need = (
+            self.cost.memory_mib_per_replica + streams * self.cost.memory_mib_per_stream
+        ) * MEMORY_HEADROOM
         return math.ceil(need / MEMORY_STEP_MIB - 1e-9) * MEMORY_STEP_MIB
 
     def in_flight(self, devices: int, replicas: int) -> int:
