@@ -105,7 +105,9 @@ def settings_error(exc: Exception, prefix: str = "VP_", delimiter: str = "__") -
             except ValueError:
                 bad.append(key)
     names = ", ".join(bad) or section.rstrip("_")
-    return ConfigError(f"invalid setting {names}: not valid JSON (lists and maps are JSON in the environment)")
+    return ConfigError(
+        f"invalid setting {names}: not valid JSON (lists and maps are JSON in the environment)"
+    )
 
 
 def build_settings(cls: type[T], overrides: Mapping[str, Any] | None = None) -> T:
