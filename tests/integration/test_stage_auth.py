@@ -31,7 +31,7 @@ def vad_with_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process
 
 async def test_a_client_without_the_token_gets_403(vad_with_token: Process) -> None:
     url = f"ws://{vad_with_token.host}:{vad_with_token.port}/v1/stream"
-    for headers in (None, {"Authorization": "Bearer wrong-guess"}, {"Authorization": "Bearer 秘密"}):
+    for headers in (None, {"Authorization": "Bearer wrong-guess"}, {"Authorization": "wrong-guess"}):
         with pytest.raises(InvalidStatus) as info:
             async with websockets.connect(url, additional_headers=headers):
                 pass
