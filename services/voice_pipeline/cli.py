@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "voice_pipeline.simulator.commands",
     "voice_pipeline.emulators.commands",
     "voice_pipeline.bench.commands",
+    "voice_pipeline.bench.soak",
     "voice_operator.commands",
 )
 

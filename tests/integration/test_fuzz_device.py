@@ -242,7 +242,10 @@ def _refused_by_parser(frame: str) -> bool:
 # --- one fuzzing connection ---------------------------------------------------------------------
 async def _fuzz_connection(url: str, rng: random.Random, packets: list[bytes], problems: list[str]) -> None:
     version = rng.choice([1, 2, 3])
-    headers = {"Device-Id": rng.choice(["aa:bb:cc:dd:ee:ff", "", "x" * 300]), "Protocol-Version": str(version)}
+    headers = {
+        "Device-Id": rng.choice(["aa:bb:cc:dd:ee:ff", "", "x" * 300]),
+        "Protocol-Version": str(version),
+    }
     if rng.random() < 0.3:
         headers["Authorization"] = "Bearer " + rng.choice(["x.1", "." * 40, "a.-1"])
     if rng.random() < 0.3:  # the query fallback carries what a header cannot (non-ASCII)
