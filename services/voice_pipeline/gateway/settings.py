@@ -33,10 +33,10 @@ class GatewaySettings(BaseModel):
         500, ge=1, description="Sessions (connections past hello) beyond this are refused (close code 1013)."
     )
     max_pending_hello: int = Field(
-        64, ge=1, description="Connections waiting for their hello at once; more are refused (1013)."
+        256, ge=1, description="Connections waiting for their hello at once; more are refused (1013)."
     )
     max_connections_per_ip: int = Field(
-        64, ge=0, description="Connections from one address (a NAT may hold several devices); 0 = no limit."
+        32, ge=0, description="Connections from one address (a NAT may hold several devices); 0 = no limit."
     )
     uplink_realtime_factor: float = Field(
         1.5, gt=0, description="Uplink audio accepted per second of wall time; faster audio is dropped."
