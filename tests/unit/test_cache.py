@@ -628,3 +628,22 @@ async def test_preload_waits_while_a_device_session_is_open_and_gives_way_when_o
     activity.ended()
     report = await asyncio.wait_for(task, 5)
     assert report.answered == 1 and inner.started == ["weather?", "weather?"]
+
+
+async def test_preload_waits_for_a_quiet_period_after_the_last_session() -> None:
+    from voice_pipeline.common.activity import SessionActivity
+
+    inner, activity = GatedLlm(), SessionActivity()
+    guard, _ = guarded()
+    llm = CachedLlm(inner, SemanticReplies(guard, TableEmbedder(), "vp", 0.95, 1800, 100), Metrics(), "m")
+    activity.started()
+    activity.ended()  # a device just left: its next turn may come any moment
+    task = asyncio.create_task(
+        preload({"en": ["weather?"]}, {"en": "S"}, llm, activity=activity, quiet_s=0.3)
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert inner.started == []  # not within the quiet period
+    await asyncio.wait_for(inner.generating.wait(), 5)  # once it has passed, the preload starts
+    inner.step.set()
+    assert (await asyncio.wait_for(task, 5)).answered == 1

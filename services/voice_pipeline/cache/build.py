@@ -96,7 +96,9 @@ class Caches:
         questions = load_questions(self.settings.common_questions_file)  # bad file: fail at start-up
         cached_tts = tts if isinstance(tts, CachedTts) else None
         self.preload_task = asyncio.create_task(
-            _guarded_preload(questions, system_prompts, llm, cached_tts, speech, activity),
+            _guarded_preload(
+                questions, system_prompts, llm, cached_tts, speech, activity, self.settings.preload_quiet_s
+            ),
             name="cache-preload",
         )
 
@@ -108,9 +110,10 @@ async def _guarded_preload(
     tts: CachedTts | None,
     speech: SpeechFormat | None,
     activity: SessionActivity | None,
+    quiet_s: float,
 ) -> PreloadReport:
     try:
-        return await preload(questions, system_prompts, llm, tts, speech, activity)
+        return await preload(questions, system_prompts, llm, tts, speech, activity, quiet_s)
     except Exception as exc:  # a background warm-up must never take the process down
         log.warning("cache preload stopped: %s", exc)
         return PreloadReport(failed=["(stopped)"])

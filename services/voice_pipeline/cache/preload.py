@@ -5,11 +5,14 @@ asked of the real LLM once, and the reply (and, in a process that also has the T
 sentences' audio) lands in the same caches a live turn uses. The messages and sentences are built
 exactly as the gateway builds them, so a user asking one of these gets hits all the way through.
 
-Devices come first: one step (an answer, or one sentence's audio) at a time, started only while no
-device session is open (`SessionActivity`, where the process has a gateway) and no request waits
-for the LLM, and abandoned the moment either changes (a local llama.cpp server generates one reply
-at a time, and on a small box the preload's CPU would also slow the device's VAD and ASR). An
-abandoned step stores nothing and is tried again once everything is quiet. The first provider
+Devices come first: one step (an answer, or one sentence's audio) at a time, started only once
+no device session has been open for `quiet_s` (`SessionActivity`, where the process has a
+gateway; start-up counts as activity) and no request waits for the LLM, and abandoned the moment
+either changes (a local llama.cpp server generates one reply at a time, and on a small box the
+preload's CPU would also slow the device's VAD and ASR). The quiet period is there because work a
+model has started (a prompt being evaluated, a sentence synthesized in a thread) cannot be taken
+back when a device arrives. An abandoned step stores nothing and is tried again once everything is
+quiet. The first provider
 error stops the preload: live traffic fills the caches anyway.
 """
 
@@ -88,24 +91,29 @@ class PreloadReport:
     seconds: float = 0.0
 
 
-async def _quiet(llm: CachedLlm, activity: SessionActivity | None) -> None:
-    """Wait until no LLM request is in flight and no device session is open, both at once."""
+async def _quiet(llm: CachedLlm, activity: SessionActivity | None, quiet_s: float = 0.0) -> None:
+    """Wait until no LLM request is in flight and no device session has been open for `quiet_s`."""
     while True:
         if activity is not None and not activity.quiet.is_set():
             await activity.quiet.wait()
         elif not llm.idle.is_set():
             await llm.idle.wait()
+        elif activity is not None and activity.quiet_for() < quiet_s:
+            await asyncio.sleep(quiet_s - activity.quiet_for())
         else:
             return
 
 
 async def _giving_way(
-    make: Callable[[], Coroutine[Any, Any, T]], llm: CachedLlm, activity: SessionActivity | None
+    make: Callable[[], Coroutine[Any, Any, T]],
+    llm: CachedLlm,
+    activity: SessionActivity | None,
+    quiet_s: float = 0.0,
 ) -> T | None:
     """`make()` run while all is quiet; cancelled and started again once it is quiet again
     whenever a user request or a device session arrives. None if it was abandoned for good."""
     while True:
-        await _quiet(llm, activity)
+        await _quiet(llm, activity, quiet_s)
         work: asyncio.Task[T] = asyncio.create_task(make())
         interrupts = [asyncio.create_task(llm.busy.wait())]
         if activity is not None:
@@ -127,10 +135,10 @@ async def _giving_way(
 
 
 async def _warm_giving_way(
-    llm: CachedLlm, messages: list[ChatMessage], activity: SessionActivity | None = None
+    llm: CachedLlm, messages: list[ChatMessage], activity: SessionActivity | None = None, quiet_s: float = 0.0
 ) -> list[str] | None:
     """`llm.warm(messages)`, cancelled and retried later whenever a device needs the machine."""
-    return await _giving_way(lambda: llm.warm(messages), llm, activity)
+    return await _giving_way(lambda: llm.warm(messages), llm, activity, quiet_s)
 
 
 async def preload(
@@ -140,6 +148,7 @@ async def preload(
     tts: CachedTts | None = None,
     speech: SpeechFormat | None = None,
     activity: SessionActivity | None = None,
+    quiet_s: float = 0.0,
 ) -> PreloadReport:
     report = PreloadReport()
     started = time.monotonic()
@@ -151,11 +160,11 @@ async def preload(
             log.info("cache preload stopped: the cache is unavailable")
             break
         try:
-            deltas = await _warm_giving_way(llm, history.messages(question, language), activity)
+            deltas = await _warm_giving_way(llm, history.messages(question, language), activity, quiet_s)
             if deltas is not None and tts is not None and speech is not None:
                 for sentence in reply_sentences(deltas):
                     request = SpeechRequest(sentence, language, speech.sample_rate, speech.frame_ms)
-                    await _giving_way(partial(tts.warm, request), llm, activity)
+                    await _giving_way(partial(tts.warm, request), llm, activity, quiet_s)
                     report.sentences += 1
         except VoicePipelineError as exc:  # a failing provider: don't keep asking it
             log.warning("cache preload stopped at %r: %s", question, exc)
