@@ -280,3 +280,16 @@ def test_bad_audio_is_reported_once_per_burst() -> None:
         clock.now += 0.06
         ws.send_bytes(b"")
         assert [m["code"] for m in until_pong(ws)] == ["bad_audio", "bad_audio"]
+
+
+def test_a_flood_sent_over_time_is_still_one_burst() -> None:
+    """Frames let through by the refill in the middle of a flood do not earn it a second notice."""
+    clock = Clock()
+    app, _ = make_app(clock, uplink_burst_s=2.0, uplink_realtime_factor=1.5, message_burst=100000)
+    packet = _silence_packet()
+    with TestClient(app) as c, c.websocket_connect(WS) as ws:
+        hello(ws)
+        for _ in range(2000):  # 120 s of audio in 2 s of wall time
+            ws.send_bytes(packet)
+            clock.now += 0.001
+        assert [m["code"] for m in until_pong(ws)] == ["audio_too_fast"]

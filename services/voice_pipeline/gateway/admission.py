@@ -10,7 +10,8 @@ so the gateway should never work faster than that for it. Two token buckets per 
   over it are dropped; a connection that keeps going far beyond it is closed.
 
 `BurstNotice` is the "tell once per burst" rule shared by both and by `bad_audio`: the first
-problem of a burst is reported, the rest are silent until a good message ends the burst.
+problem of a burst is reported, the rest are silent until the burst ends (a good frame for
+`bad_audio`; the bucket back at half its burst allowance for the budgets).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class UplinkAdmission:
     def message(self, now: float) -> bool:
         """Admit one message (text or binary) of any kind."""
         if self.messages.take(1.0, now):
-            self.rate_limited.ok()
+            if self.messages.tokens >= self.message_burst / 2:
+                self.rate_limited.ok()  # the sender slowed down for real, not one refill
             return True
         return False
 
@@ -98,6 +100,9 @@ class UplinkAdmission:
     def audio_frame(self, seconds: float, now: float) -> bool:
         """Admit one audio frame of (announced) duration `seconds` before decoding it."""
         if self.audio.take(seconds, now):
-            self.too_fast.ok()
+            if self.audio.tokens >= self.burst_s / 2:
+                # A burst ends when the sender has slowed down for real: a frame let through by
+                # the refill in the middle of a flood does not earn the flood a second notice.
+                self.too_fast.ok()
             return True
         return False
