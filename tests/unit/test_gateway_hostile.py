@@ -293,3 +293,42 @@ def test_a_flood_sent_over_time_is_still_one_burst() -> None:
             ws.send_bytes(packet)
             clock.now += 0.001
         assert [m["code"] for m in until_pong(ws)] == ["audio_too_fast"]
+
+
+# --- device identity (11) ---------------------------------------------------------------------
+
+
+def test_activation_over_http_then_the_token_opens_a_session(tmp_path: Any) -> None:
+    import hashlib
+    import hmac
+    from pathlib import Path
+
+    key = bytes(range(32))
+    secrets_file = Path(str(tmp_path)) / "devices.yaml"
+    secrets_file.write_text(f"SN-7: {key.hex()}\n", encoding="utf-8")
+    auth = AuthSettings(enabled=True, key="server-key", device_secrets_file=str(secrets_file))
+    app, _ = make_app(auth=auth)
+    headers = {"Device-Id": "aa:bb:cc:dd:ee:07", "Client-Id": "uuid-7", "Serial-Number": "SN-7"}
+    with TestClient(app) as c:
+        unknown = {"Device-Id": "aa:bb:cc:dd:ee:08", "Client-Id": "uuid-8"}  # not provisioned
+        stranger = c.post("/xiaozhi/ota/", json={}, headers=unknown)
+        assert stranger.json()["websocket"]["token"] == "" and "activation" not in stranger.json()
+        first = c.post("/xiaozhi/ota/", json={}, headers=headers).json()
+        challenge = first["activation"]["challenge"]
+        digest = hmac.new(key, challenge.encode(), hashlib.sha256).hexdigest()
+        body = {"algorithm": "hmac-sha256", "serial_number": "SN-7", "challenge": challenge, "hmac": digest}
+        forged = c.post("/xiaozhi/ota/activate", json={**body, "hmac": "0" * 64}, headers=headers)
+        assert forged.status_code == 403 and forged.json()["success"] is False
+        assert c.post("/xiaozhi/ota/activate", json=body, headers=headers).status_code == 200
+        token = c.post("/xiaozhi/ota/", json={}, headers=headers).json()["websocket"]["token"]
+        assert token
+        ws_headers = {
+            "Device-Id": headers["Device-Id"],
+            "Client-Id": "uuid-7",
+            "Authorization": f"Bearer {token}",
+        }
+        with c.websocket_connect(WS, headers=ws_headers) as ws:
+            hello(ws)
+        with c.websocket_connect(WS, headers={**ws_headers, "Client-Id": "someone-else"}) as ws:
+            assert ws.receive_text() == proto.AUTH_FAILED_TEXT
+            assert closed_with(ws) == proto.CLOSE_AUTH_FAILED
