@@ -50,9 +50,15 @@ class StageConnection:
     """One WebSocket to one replica; `request` for one answer, `stream` for several."""
 
     def __init__(
-        self, stage: str, address: str, connect_timeout_s: float = 3.0, max_message_bytes: int = 4 << 20
+        self,
+        stage: str,
+        address: str,
+        connect_timeout_s: float = 3.0,
+        max_message_bytes: int = 4 << 20,
+        auth_token: str = "",
     ) -> None:
         self.stage = stage
+        self._auth_token = auth_token  # the stages' shared secret; sent only in the upgrade header
         self.address = address  # "ip:port" or "[v6]:port"
         self.url = f"ws://{address}{STREAM_PATH}"
         self.connect_timeout_s = connect_timeout_s
@@ -81,8 +87,10 @@ class StageConnection:
     async def start(self) -> None:
         """Connect and check the replica serves the expected stage (its HELLO frame)."""
         try:
+            headers = {"Authorization": f"Bearer {self._auth_token}"} if self._auth_token else None
             self._ws = await connect(
                 self.url,
+                additional_headers=headers,
                 open_timeout=self.connect_timeout_s,
                 max_size=self.max_message_bytes,
                 ping_interval=20,

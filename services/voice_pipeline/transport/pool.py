@@ -59,8 +59,10 @@ class ReplicaPool:
         connect_timeout_s: float = 3.0,
         max_message_bytes: int = 4 << 20,
         resolver: Resolver | None = None,
+        auth_token: str = "",
     ) -> None:
         self.stage = stage
+        self._auth_token = auth_token
         self.resolver: Resolver = resolver or resolve
         self.host, self.port = split_stage_url(url)
         self.resolve_interval_s = resolve_interval_s
@@ -183,7 +185,9 @@ class ReplicaPool:
                     self._warned = {w for w in self._warned if not w.endswith(address)}
 
     async def _dial(self, address: str) -> StageConnection | None:
-        connection = StageConnection(self.stage, address, self.connect_timeout_s, self.max_message_bytes)
+        connection = StageConnection(
+            self.stage, address, self.connect_timeout_s, self.max_message_bytes, self._auth_token
+        )
         try:
             await connection.start()
         except ProviderUnavailableError as exc:
