@@ -239,11 +239,16 @@ def test_chart_runs_serves_devices_upgrades_and_uninstalls(kube: Cluster, pods_n
         assert n_failed(first) == 0, failed_turns(first)
         mark(f"first device turn answered (first audio {first['first_audio_ms']['p50']} ms)")
 
-        fleet = run_fleet(url, DEVICES, 60, seed=1)
+        loaded: dict[str, Any] = {}
+        load = threading.Thread(target=lambda: loaded.update(run_fleet(url, DEVICES, 60, seed=1)))
+        load.start()
+        time.sleep(40)  # mid-load: what each container uses against its limits
+        print(usage_table(kube, ns), flush=True)
+        load.join(timeout=200)
+        fleet = loaded
         mark(
             f"{DEVICES} devices x 60 s: {failed_turns(fleet)}; p95 first audio {fleet['first_audio_ms']['p95']} ms"
         )
-        print(usage_table(kube, ns), flush=True)
         assert pod_problems(kube, ns) == []
         assert fleet["turns"] >= DEVICES * 3 and n_failed(fleet) == 0, failed_turns(fleet)
 
