@@ -193,7 +193,7 @@ def test_load_scales_asr_out_and_back_in_with_no_device_noticing(
         port = get(kube, ns, "service", "devices")["spec"]["ports"][0]["nodePort"]
         url = f"ws://127.0.0.1:{port}/xiaozhi/v1/"
 
-        heavy = Load(url, HEAVY_DEVICES, 150, seed=11)
+        heavy = Load(url, HEAVY_DEVICES, 200, seed=11)
         load_start = mark(f"load: {HEAVY_DEVICES} devices")
         replicas = wait_for(
             "the operator to scale asr out",
@@ -212,18 +212,26 @@ def test_load_scales_asr_out_and_back_in_with_no_device_noticing(
         ready = mark(f"new asr Pods Ready ({replicas})")
 
         def served_by_every_replica() -> dict[str, float] | None:
+            """Every Ready asr Pod (not one being replaced: a replan may roll them) took work lately."""
             rows = prometheus.query(
                 f'sum by (pod) (increase(voice_stage_requests_total{{namespace="{ns}",service="{ASR}",outcome="ok"}}[20s]))'
             )
-            pods = {r["metric"]["pod"]: float(r["value"][1]) for r in rows}
-            running = {
+            served = {r["metric"]["pod"]: float(r["value"][1]) for r in rows}
+            ready = [
                 p["metadata"]["name"]
                 for p in get(kube, ns, "pods", "-l", "app.kubernetes.io/component=asr")["items"]
-            }
-            return pods if running and running <= {p for p, v in pods.items() if v > 0} else None
+                if not p["metadata"].get("deletionTimestamp")
+                and any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in p["status"].get("conditions") or []
+                )
+            ]
+            if len(ready) < 2 or not all(served.get(name, 0) > 0 for name in ready):
+                return None
+            return {name: served[name] for name in ready}
 
         per_pod = wait_for(
-            "every asr replica serving (its request counter rising)", served_by_every_replica, timeout=90
+            "every asr replica serving (its request counter rising)", served_by_every_replica, timeout=150
         )
         serving = mark(
             f"every asr replica serves: {', '.join(f'{p[-5:]} +{v:.0f}' for p, v in sorted(per_pod.items()))}"
@@ -237,7 +245,7 @@ def test_load_scales_asr_out_and_back_in_with_no_device_noticing(
         p95 = wait_for(f"p95 first audio back under {SLO_MS} ms", under_slo, timeout=120)
         mark(f"p95 first audio of turns since then: {p95:.0f} ms (< {SLO_MS})")
 
-        light = Load(url, LIGHT_DEVICES, 150, seed=12)  # keeps talking through the scale-in
+        light = Load(url, LIGHT_DEVICES, 220, seed=12)  # keeps talking through the scale-in
         heavy_result = heavy.join()
         stop = mark(f"heavy load stopped: {heavy_result['turns']} turns, {n_failed(heavy_result)} failed")
         assert n_failed(heavy_result) == 0, failed(heavy.fleet.records)
