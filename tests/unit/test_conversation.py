@@ -74,8 +74,10 @@ class FakeVad:
 class FakeAsr:
     def __init__(self, text: str = "hello there", error: Exception | None = None) -> None:
         self.text, self.error = text, error
+        self.heard: list[int] = []  # samples per transcription
 
     async def transcribe(self, pcm: np.ndarray, language: Language) -> Transcript:
+        self.heard.append(len(pcm))
         if self.error:
             raise self.error
         return Transcript(self.text, "en", len(pcm) / 16000)
@@ -193,6 +195,18 @@ async def test_manual_mode_transcribes_on_listen_stop() -> None:
     await conv.listen_stop()
     await wait_reply(conv)
     assert out.kinds()[0] == "stt" and out.kinds()[-1] == "tts:stop"
+
+
+async def test_manual_mode_transcribes_everything_said_while_held() -> None:
+    """Found by the browser page: a 3 s press reached the ASR as its last 0.8 s (the pre-roll)."""
+    asr = FakeAsr()
+    conv, _out, _ = make(FakeLlm(["Sure."]), asr=asr)
+    await conv.listen_start("manual")
+    for _ in range(50):  # 3 s of 60 ms frames
+        await conv.audio(np.ones(960, np.int16))
+    await conv.listen_stop()
+    await wait_reply(conv)
+    assert asr.heard == [50 * 960]
 
 
 async def test_audio_while_speaking_is_ignored_in_auto_mode() -> None:

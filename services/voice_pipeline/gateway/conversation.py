@@ -172,6 +172,11 @@ class Conversation:
         self.mode = mode
         self.listening = True
         self._buffer.clear()
+        if mode == "manual":
+            # Push-to-talk: the press is the speech start. Unmarked, the buffer would keep trimming
+            # itself to the VAD's pre-roll (no VAD runs in this mode) and only the last 0.8 s of
+            # what was said would reach the ASR.
+            self._buffer.speech_start = self._buffer.base
         try:
             await self.stages.vad.reset(self.session_id)
         except VoicePipelineError as exc:
