@@ -22,6 +22,8 @@ const vp = (window.vp = {
   sumSquares: 0,
   rms: 0,
   framesSent: 0,
+  voicedFrames: 0,
+  lastVoicedAt: null,
   framesAfterAbort: 0,
   notices: [],
   recordMic: false,
@@ -235,7 +237,8 @@ function onMicFrame(frame) {
   levelEl.style.width = `${Math.min(100, rms * 400)}%`;
   if (!listening || speaking || !ws || ws.readyState !== WebSocket.OPEN) return;
   if (rms > VOICED_RMS) {
-    lastVoicedAt = performance.now();
+    lastVoicedAt = vp.lastVoicedAt = performance.now();
+    vp.voicedFrames++;
     if (!currentTurn || currentTurn.done) newTurn();
   }
   if (vp.recordMic) vp.micFrames.push(Array.from(frame)); // a test hook: what was sent, before Opus
