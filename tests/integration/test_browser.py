@@ -2,7 +2,7 @@
 playing tests/fixtures/en_weather.wav, against the all-in-one server (local ASR and TTS, the LLM
 emulator) with device auth on, so the page has to present a token like a device.
 
-Latencies are printed (pytest -s), never asserted. VP_BROWSER_SCREENSHOTS=docs/images writes the
+Latencies are printed (pytest -s), never asserted. BROWSER_SCREENSHOTS=docs/images writes the
 README's screenshots.
 """
 
@@ -22,6 +22,7 @@ from voice_pipeline.bench.rig import stop as stop_proc
 from voice_pipeline.common.audio import resample, write_wav
 from voice_pipeline.emulators.profiles import LlmProfile
 from voice_pipeline.gateway.auth import make_token
+from voice_pipeline.simulator.device import SimulatedDevice
 
 from .browser import Page, chromium
 from .conftest import ROOT, Server, start_server, stop_server
@@ -32,40 +33,57 @@ from .helpers import clip, words
 pytestmark = pytest.mark.integration
 KEY = "browser-test-key"
 TURN_TIMEOUT_S = 120.0
-SCREENSHOTS = os.environ.get("VP_BROWSER_SCREENSHOTS", "")
+SCREENSHOTS = os.environ.get("BROWSER_SCREENSHOTS", "")
 QUESTION = words("What is the weather like today?")  # en_weather.wav
 
 
+def _fake_microphone(tmp: Path) -> Path:
+    """The fake microphone loops its file: a second of silence first (the page is still shaking
+    hands), then the question, then silence long enough for the server's VAD to end the turn and
+    for the reply to play before the question comes round again. 16-bit PCM at 48 kHz, the capture
+    rate (Chromium's own resampling of a 16 kHz file is cruder than the project's)."""
+    mic = tmp / "mic.wav"
+    silence = np.zeros(16000, dtype=np.int16)
+    pcm = np.concatenate([silence, clip("en_weather"), *([silence] * 12)])
+    write_wav(mic, resample(pcm, 16000, 48000), 48000)
+    return mic
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
-    tmp = tmp_path_factory.mktemp("browser")
-    llm: Proc = start_llm_emulator(tmp, LlmProfile())
+def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    proc = start_llm_emulator(tmp_path_factory.mktemp("llm"), LlmProfile())
+    yield proc
+    stop_proc(proc)
+
+
+def _server(tmp: Path, llm: Proc, extra: dict[str, str]) -> Server:
     env = {
         "VP_LLM__BASE_URL": f"{llm.http}/v1",
         "VP_LLM__MODEL": "emulator",
         "VP_LLM__PROVIDER_NAME": "emulator",
         "VP_TTS__EDGE_ENABLED": "false",
         "VP_GATEWAY__LANGUAGE": "en",
-        "VP_AUTH__ENABLED": "true",
-        "VP_AUTH__KEY": KEY,
+        **extra,
     }
-    try:
-        server = start_server(tmp, env)
-    except BaseException:
-        stop_proc(llm)
-        raise
-    # The fake microphone loops its file: a second of silence first (the page is still shaking
-    # hands), then the question, then silence long enough for the server's VAD to end the turn
-    # and for the reply to play before the question comes round again. 16-bit PCM, as Chromium wants.
-    # Written at 48 kHz, the capture rate: Chromium's own resampling of a 16 kHz file is cruder
-    # than the project's.
-    mic = tmp / "mic.wav"
-    silence = np.zeros(16000, dtype=np.int16)
-    pcm = np.concatenate([silence, clip("en_weather"), *([silence] * 12)])
-    write_wav(mic, resample(pcm, 16000, 48000), 48000)
-    yield server, mic
+    return start_server(tmp, env)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, llm: Proc) -> Iterator[tuple[Server, Path]]:
+    """The server with device auth on: the page must present a token like a device."""
+    tmp = tmp_path_factory.mktemp("browser")
+    server = _server(tmp, llm, {"VP_AUTH__ENABLED": "true", "VP_AUTH__KEY": KEY})
+    yield server, _fake_microphone(tmp)
     stop_server(server)
-    stop_proc(llm)
+
+
+@pytest.fixture(scope="module")
+def single_seat(tmp_path_factory: pytest.TempPathFactory, llm: Proc) -> Iterator[tuple[Server, Path]]:
+    """A server that takes one device at a time (auth off)."""
+    tmp = tmp_path_factory.mktemp("single-seat")
+    server = _server(tmp, llm, {"VP_GATEWAY__MAX_SESSIONS": "1"})
+    yield server, _fake_microphone(tmp)
+    stop_server(server)
 
 
 async def _with_token(page: Page, server: Server, **query: str) -> None:
@@ -203,3 +221,24 @@ async def test_the_status_page_shows_the_turns(stack: tuple[Server, Path], tmp_p
     assert int(asr_ok) == status["requests"]["asr"]["ok"]
     assert status["turns"] >= 1 and status["first_audio_mean_s"] is not None
     assert charts == 4
+
+
+async def test_a_busy_server_is_explained_and_the_page_reconnects_when_a_seat_frees(
+    single_seat: tuple[Server, Path], tmp_path: Path
+) -> None:
+    server, mic = single_seat
+    occupant = SimulatedDevice(server.url)  # takes the only seat
+    await occupant.connect()
+    try:
+        async with chromium(tmp_path, mic) as page:
+            await page.goto(server.http + "/?mode=manual")
+            await page.evaluate("vpControls.connect()")
+            await page.wait_for("vp.state === 'reconnecting'", 30, "refused as busy, retrying")
+            shown = await page.evaluate("[vp.closeCode, document.getElementById('notice').textContent]")
+            assert shown[0] == 1013 and "busy" in shown[1], shown
+            await occupant.close()
+            await page.wait_for("vp.state === 'connected'", 30, "reconnected once the seat was free")
+            assert await page.evaluate("document.getElementById('notice').hidden")
+            await page.evaluate("vpControls.disconnect()")
+    finally:
+        await occupant.close()

@@ -28,7 +28,7 @@ def test_status_reports_intervals_hit_ratios_and_the_binding_stage() -> None:
 
     metrics.sessions.inc()
     _work(metrics, "asr", 1.5, 0.5)  # 1 busy second on 2 slots over 10 s: load 0.05
-    _work(metrics, "llm", 2.0, 0.0)  # 2 busy seconds on 16 slots: load 0.0125
+    _work(metrics, "llm", 0.5, 0.0)  # half a busy second on 16 slots
     metrics.e2e_first_audio.observe(0.8)
     metrics.cache.labels("asr", "hit").inc(1)
     metrics.cache.labels("asr", "miss").inc(3)
@@ -39,6 +39,7 @@ def test_status_reports_intervals_hit_ratios_and_the_binding_stage() -> None:
     point = status["series"][-1]
     assert point["stages"]["asr"]["latency_s"] == 1.5 and point["stages"]["asr"]["queue_wait_s"] == 0.5
     assert abs(point["stages"]["asr"]["load"] - 0.05) < 1e-9
+    assert abs(point["stages"]["asr"]["busy_cores"] - 0.1) < 1e-9
     assert point["stages"]["tts"]["latency_s"] is None  # nothing finished: no mean, not zero
     assert status["binding_stage"] == "asr"
     assert status["cache_hit_ratio"] == {"asr": 0.25, "llm": None, "tts": None}

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,11 +130,13 @@ def interval(a: Snapshot, b: Snapshot) -> dict[str, Any]:
 
 
 def binding_stage(points: list[dict[str, Any]]) -> str | None:
-    """The stage with the highest mean load over the window (None while nothing ran)."""
+    """The stage that spent the most compute time over the window (None while nothing ran): on a
+    shared machine the one whose cores run out first. A stage whose work happens elsewhere (a
+    remote LLM provider) counts only the time its own process spends."""
     totals: dict[str, float] = {}
     for point in points:
         for stage, row in point["stages"].items():
-            totals[stage] = totals.get(stage, 0.0) + (row["load"] or 0.0)
+            totals[stage] = totals.get(stage, 0.0) + row["busy_cores"]
     busiest = max(totals.items(), key=lambda kv: kv[1], default=(None, 0.0))
     return busiest[0] if busiest[1] > 0 else None
 
@@ -147,22 +151,46 @@ def hit_ratios(snap: Snapshot) -> dict[str, float | None]:
 
 
 class StatusHistory:
-    """Snapshots of the last `window_s`, taken when the status is asked for (no background task:
-    nothing runs while nobody looks, and the first viewer still sees every later interval)."""
+    """Snapshots of the last `window_s`, one every `every_s` at most: taken by a sampler thread (so
+    a status page opened now shows the turns of the last minutes) and when the status is asked for.
+    A thread, not a task: it needs no hook in the app's lifespan, and reading the registry is
+    thread-safe and cheap (a few dozen samples)."""
 
     def __init__(self, metrics: Metrics, window_s: float = WINDOW_S, every_s: float = SAMPLE_EVERY_S) -> None:
         self.metrics = metrics
         self.window_s = window_s
         self.every_s = every_s
         self.snapshots: deque[Snapshot] = deque()
+        self._lock = threading.Lock()
+
+    def sample(self, now: float | None = None) -> list[Snapshot]:
+        now = time.time() if now is None else now
+        with self._lock:
+            if not self.snapshots or now - self.snapshots[-1].t >= self.every_s:
+                self.snapshots.append(snapshot(self.metrics, now))
+            while self.snapshots and now - self.snapshots[0].t > self.window_s:
+                self.snapshots.popleft()
+            return list(self.snapshots)
+
+    def start_sampling(self) -> None:
+        """Sample in a daemon thread for as long as this history is referenced elsewhere."""
+        ref = weakref.ref(self)
+        every = self.every_s
+
+        def run() -> None:
+            while True:
+                time.sleep(every)
+                history = ref()
+                if history is None:
+                    return
+                history.sample()
+                del history  # hold no reference while asleep
+
+        threading.Thread(target=run, name="status-sampler", daemon=True).start()
 
     def status(self, now: float | None = None) -> dict[str, Any]:
         now = time.time() if now is None else now
-        if not self.snapshots or now - self.snapshots[-1].t >= self.every_s:
-            self.snapshots.append(snapshot(self.metrics, now))
-        while self.snapshots and now - self.snapshots[0].t > self.window_s:
-            self.snapshots.popleft()
-        snaps = list(self.snapshots)
+        snaps = self.sample(now)
         points = [interval(a, b) for a, b in itertools.pairwise(snaps)]
         last = snaps[-1]
         return {
@@ -185,6 +213,7 @@ class StatusHistory:
 def mount(app: FastAPI, metrics: Metrics, static_dir: Path = STATIC_DIR) -> None:
     """Add the pages and /api/status to the gateway app."""
     history = StatusHistory(metrics)
+    history.start_sampling()
     missing = missing_assets(static_dir)
     if missing:
         log.warning(

@@ -25,7 +25,7 @@ function makeChart(el, title, unit, series) {
 }
 
 const charts = {
-  load: makeChart($("chart-load"), "load per stage", "share of slots", STAGES),
+  load: makeChart($("chart-load"), "compute per stage", "cores", STAGES),
   latency: makeChart($("chart-latency"), "mean latency", "ms", STAGES),
   queue: makeChart($("chart-queue"), "mean queue wait", "ms", STAGES),
   sessions: makeChart($("chart-sessions"), "devices and first audio", "", ["devices", "first audio s"]),
@@ -54,7 +54,7 @@ function render(s) {
       stage, ok, errors,
       lat && lat.count ? fmtMs(lat.sum / lat.count) : "–",
       wait && wait.count ? fmtMs(wait.sum / wait.count) : "–",
-      last[stage] ? pct(last[stage].load) : "–",
+      last[stage] ? `${last[stage].busy_cores.toFixed(2)} cores, ${pct(last[stage].load)}` : "–",
       `${last[stage] ? last[stage].inflight : 0} / ${s.max_concurrency[stage] ?? "–"}`,
       stage in s.cache_hit_ratio ? pct(s.cache_hit_ratio[stage]) : "",
     ];
@@ -69,7 +69,7 @@ function render(s) {
     const v = p.stages[st][key];
     return v === null ? null : v * scale;
   }));
-  charts.load.setData([xs, ...per("load", 1)]);
+  charts.load.setData([xs, ...per("busy_cores", 1)]);
   charts.latency.setData([xs, ...per("latency_s", 1000)]);
   charts.queue.setData([xs, ...per("queue_wait_s", 1000)]);
   charts.sessions.setData([xs, s.series.map((p) => p.sessions), s.series.map((p) => p.first_audio_s)]);
