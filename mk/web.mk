@@ -24,7 +24,7 @@ $(WEB_STAMP): $(WEB_NPM)/.done
 	cp $(WEB_NPM)/node_modules/uplot/dist/uPlot.iife.min.js $(WEB_NPM)/node_modules/uplot/dist/uPlot.min.css $(WEB_VENDOR)/
 	cp $(WEB_NPM)/node_modules/@evan/wasm/target/opus/deno.js $(WEB_VENDOR)/opus-wasm.mjs
 	cp $(WEB_NPM)/node_modules/uplot/LICENSE $(WEB_VENDOR)/LICENSE.uplot
-	cp $(WEB_NPM)/node_modules/@evan/wasm/LICENSE $(WEB_VENDOR)/LICENSE.evan-wasm 2>/dev/null || true
+	cp $(WEB_NPM)/node_modules/@evan/wasm/LICENSE $(WEB_VENDOR)/LICENSE.evan-wasm
 	@touch $@
 
 web-assets: $(WEB_STAMP) ## vendor the browser pages' npm packages (libopus wasm, uPlot) into the package data
@@ -37,3 +37,6 @@ deps-chromium: ## Debian's chromium for the browser tests (when root; otherwise 
 
 run: web-assets
 test-prereqs:: web-assets deps-chromium
+test-integration: web-assets deps-chromium
+# The services image installs the project wheel, which carries the vendored files as package data.
+image-services: web-assets
