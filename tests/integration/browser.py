@@ -25,7 +25,6 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
     # The reply plays without a click: the test clicks through script, not a real gesture.
     "--autoplay-policy=no-user-gesture-required",
@@ -113,7 +112,7 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _launch(
-    binary: str, profile: Path, fake_audio: Path, width: int, height: int
+    binary: str, profile: Path, fake_audio: Path, width: int, height: int, deny_microphone: bool
 ) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     profile.mkdir(parents=True)
     log = profile.with_suffix(".log").open("wb")
@@ -121,6 +120,8 @@ def _launch(
         [
             binary,
             *CHROMIUM_FLAGS,
+            # Grants the microphone without a prompt; left out, the denial set below takes effect.
+            *([] if deny_microphone else ["--use-fake-ui-for-media-stream"]),
             f"--use-file-for-fake-audio-capture={fake_audio}",
             f"--user-data-dir={profile}",
             "--remote-debugging-address=127.0.0.1",
@@ -135,13 +136,18 @@ def _launch(
 
 
 @asynccontextmanager
-async def chromium(tmp: Path, fake_audio: Path, width: int = 1200, height: int = 760) -> AsyncIterator[Page]:
-    """A fresh headless Chromium (its own profile) with one page; killed on exit."""
+async def chromium(
+    tmp: Path, fake_audio: Path, width: int = 1200, height: int = 760, deny_microphone: bool = False
+) -> AsyncIterator[Page]:
+    """A fresh headless Chromium (its own profile) with one page; killed on exit. With
+    `deny_microphone` the microphone permission is denied, as when a user clicks Block."""
     binary = chromium_binary()
     if binary is None:
         raise RuntimeError("chromium is missing: `make deps-chromium` installs Debian's chromium")
     profile = tmp / f"chromium-profile-{time.monotonic_ns()}"
-    process, log = await asyncio.to_thread(_launch, binary, profile, fake_audio, width, height)
+    process, log = await asyncio.to_thread(
+        _launch, binary, profile, fake_audio, width, height, deny_microphone
+    )
     reader: asyncio.Task[None] | None = None
     try:
         port_file = profile / "DevToolsActivePort"
@@ -156,6 +162,9 @@ async def chromium(tmp: Path, fake_audio: Path, width: int = 1200, height: int =
         async with websockets.connect(f"ws://127.0.0.1:{port}{path}", max_size=None) as ws:
             page = Page(ws, "")
             reader = asyncio.create_task(page._read())
+            if deny_microphone:
+                permission = {"permission": {"name": "microphone"}, "setting": "denied"}
+                await page.send("Browser.setPermission", permission, session=False)
             target = await page.send("Target.createTarget", {"url": "about:blank"}, session=False)
             attached = await page.send(
                 "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}, session=False

@@ -178,6 +178,16 @@ async def test_the_stop_button_barges_in(stack: tuple[Server, Path], tmp_path: P
     assert "[stopped]" in row
 
 
+async def test_a_denied_microphone_is_explained(stack: tuple[Server, Path], tmp_path: Path) -> None:
+    server, mic = stack
+    async with chromium(tmp_path, mic, deny_microphone=True) as page:
+        await page.goto(server.http + "/")
+        await page.evaluate("vpControls.connect()")
+        shown = await page.evaluate("[vp.micError, vp.state, document.getElementById('notice').textContent]")
+    assert shown[0] == "NotAllowedError" and shown[1] == "disconnected", shown
+    assert "Microphone access was denied" in shown[2], shown
+
+
 async def test_a_refused_token_is_explained_and_a_good_one_connects(
     stack: tuple[Server, Path], tmp_path: Path
 ) -> None:
