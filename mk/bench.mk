@@ -1,5 +1,5 @@
 # Capacity benchmarks (issue 7): `make bench` is NOT part of `make test` (it takes tens of minutes).
-.PHONY: bench bench-deps bench-docs bench-embedded report
+.PHONY: bench bench-deps bench-docs bench-embedded report soak
 
 BENCH_STAMP := $(VENV)/.bench-deps-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 # Extra arguments for the search, e.g. BENCH_ARGS='--duration 120 --note "idle machine"'.
@@ -33,3 +33,10 @@ report: bench-deps ## the capacity report (docs/capacity-report.md) from the cos
 
 bench-embedded: install bench-deps ## the fully local (embedded) mode on its own: local llama.cpp, Piper / espeak-ng
 	$(VENV)/bin/voice-pipeline bench --mode allinone --llm local --tts local --start 1 $(BENCH_ARGS)
+
+# Leak hunting (issue 13), NOT part of `make test`: SOAK_ARGS='--devices 20 --duration 1800' by default.
+SOAK_ARGS ?= --devices 20 --duration 1800 --interval 30
+
+soak: install bench-deps ## 20 devices for 30 min with emulated providers: RSS/fds/threads/p95 every 30 s -> bench/results/soak-*.json (+ .png)
+	@mkdir -p bench/results
+	$(VENV)/bin/voice-pipeline soak $(SOAK_ARGS)

@@ -38,6 +38,9 @@ from voice_pipeline.contract import STAGES
 
 TARGET_UTILIZATION = 0.7
 MEMORY_HEADROOM = 1.25
+# Memory limits are rounded up to this step: a Pod whose limit changes is replaced, and a few more
+# devices must not restart the gateway that holds every device's connection (nor roll the others).
+MEMORY_STEP_MIB = 64
 MIN_CPU_REQUEST = 0.05
 # Per-replica CPU limits: ASR runs its model on 2 threads; the others are single-threaded hot paths
 # (the LLM stage as a cloud client); a local LLM is its llama.cpp server's threads
@@ -265,9 +268,10 @@ class _StageModel:
             streams = batch * 2
         else:
             streams = concurrency
-        return (
+        need = (
             self.cost.memory_mib_per_replica + streams * self.cost.memory_mib_per_stream
         ) * MEMORY_HEADROOM
+        return math.ceil(need / MEMORY_STEP_MIB - 1e-9) * MEMORY_STEP_MIB
 
     def in_flight(self, devices: int, replicas: int) -> int:
         """Little's law with headroom: twice the requests one replica has in flight on average."""

@@ -17,7 +17,7 @@ from typing import Any
 from voice_operator.capacity import Plan, StagePlan
 from voice_operator.providers import llm_provider_pod_parts
 from voice_operator.quantity import format_cpu, format_memory
-from voice_operator.spec import ProviderSpec
+from voice_operator.spec import ProviderSpec, StageAuth
 from voice_pipeline import contract as c
 
 FIELD_MANAGER = "voice-pipeline-operator"
@@ -39,6 +39,8 @@ RESTRICTED_CONTAINER: dict[str, Any] = {
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
 }
+# Where the stage services' shared secret is mounted in every stage Pod.
+STAGE_AUTH_DIR = "/var/run/voice-pipeline/stage-auth"
 # The setting each stage's server binds with (a local `serve` binds loopback by default).
 BIND_ENV: dict[str, str] = {
     stage: "VP_GATEWAY__HOST" if stage == "gateway" else "VP_SERVICE__HOST" for stage in c.STAGES
@@ -137,6 +139,22 @@ def config_map(owner: Owner, plan: Plan, redis_url: str) -> dict[str, Any]:
     }
 
 
+def stage_auth_pod_parts(
+    stage: str, auth: StageAuth | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(env, volumes, mounts) that give a stage Pod the stage services' shared secret as a file:
+    the stages check it on /v1/stream, the gateway presents it (VP_SERVICE__/VP_STAGES__AUTH_TOKEN_FILE)."""
+    if auth is None or not auth.secret_name:
+        return [], [], []
+    env_name = c.ENV_STAGES_AUTH_TOKEN_FILE if stage == "gateway" else c.ENV_SERVICE_AUTH_TOKEN_FILE
+    volume = {
+        "name": "stage-auth",
+        "secret": {"secretName": auth.secret_name, "items": [{"key": auth.key, "path": "token"}]},
+    }
+    mount = {"name": "stage-auth", "mountPath": STAGE_AUTH_DIR, "readOnly": True}
+    return [{"name": env_name, "value": f"{STAGE_AUTH_DIR}/token"}], [volume], [mount]
+
+
 def deployment(
     owner: Owner,
     stage: str,
@@ -144,6 +162,7 @@ def deployment(
     image: str,
     redis_url: str,
     providers: Sequence[ProviderSpec] = (),
+    stage_auth: StageAuth | None = None,
 ) -> dict[str, Any]:
     settings = stage_settings(owner, stage, plan, redis_url)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -185,6 +204,8 @@ def deployment(
     }
     # The llm router's providers: their settings as env, their API keys as mounted Secret files.
     provider_env, volumes, mounts = llm_provider_pod_parts(providers if stage == "llm" else ())
+    auth_env, auth_volumes, auth_mounts = stage_auth_pod_parts(stage, stage_auth)
+    provider_env, volumes, mounts = provider_env + auth_env, volumes + auth_volumes, mounts + auth_mounts
     if provider_env:
         container["env"] = [*container["env"], *provider_env]
     if mounts:
@@ -257,13 +278,14 @@ def desired_objects(
     redis_url: str = "",
     pdb_api_version: str = "policy/v1",
     providers: Sequence[ProviderSpec] = (),
+    stage_auth: StageAuth | None = None,
 ) -> list[dict[str, Any]]:
     image = image or DEFAULT_IMAGE
     objects: list[dict[str, Any]] = [config_map(owner, plan, redis_url)]
     for stage in c.STAGES:
         stage_plan = plan.stages[stage]
         objects += [
-            deployment(owner, stage, stage_plan, image, redis_url, providers),
+            deployment(owner, stage, stage_plan, image, redis_url, providers, stage_auth),
             service(owner, stage),
             pod_disruption_budget(owner, stage, stage_plan, pdb_api_version),
         ]

@@ -122,7 +122,13 @@ def reconcile(
 
     live = live_plan(plan, old_status.get("autoscaling"), generation, spec.autoscaling.enabled)
     objects = desired_objects(
-        owner, live, spec.image or image, spec.redis.url, api.pdb_api_version(), spec.stages.llm.providers
+        owner,
+        live,
+        spec.image or image,
+        spec.redis.url,
+        api.pdb_api_version(),
+        spec.stages.llm.providers,
+        spec.stage_auth,
     )
     applied = []
     for obj in objects:

@@ -117,6 +117,13 @@ class Redis(_Model):
     url: str = ""
 
 
+class StageAuth(_Model):
+    """The stage services' shared secret: a Secret the Pods mount (the chart creates it)."""
+
+    secret_name: str = Field("", alias="secretName")
+    key: str = "token"
+
+
 class PipelineSpec(_Model):
     devices: int = Field(ge=1, le=10000)
     node_size: Literal["4c8g", "4c16g", "4c32g"] | None = Field(None, alias="nodeSize")
@@ -127,6 +134,7 @@ class PipelineSpec(_Model):
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     redis: Redis = Field(default_factory=Redis)
     image: str = ""
+    stage_auth: StageAuth = Field(default_factory=StageAuth, alias="stageAuth")
 
     def node(self) -> NodeProfile:
         if self.node_resources is not None:

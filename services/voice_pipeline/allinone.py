@@ -18,8 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voice_pipeline.asr.settings import AsrSettings
 from voice_pipeline.cache.settings import CacheSettings
+from voice_pipeline.common.activity import SessionActivity
 from voice_pipeline.common.metrics import Metrics
-from voice_pipeline.common.settings import reject_unknown_env
+from voice_pipeline.common.settings import build_settings
 from voice_pipeline.gateway.auth import AuthSettings
 from voice_pipeline.gateway.conversation import Stages
 from voice_pipeline.gateway.ota import OtaSettings
@@ -59,12 +60,13 @@ def required_models(settings: AllInOneSettings) -> list[str]:
 
 
 def load_settings(overrides: dict[str, Any] | None = None) -> AllInOneSettings:
-    reject_unknown_env(AllInOneSettings)
-    return AllInOneSettings(**(overrides or {}))
+    return build_settings(AllInOneSettings, overrides)
 
 
 @asynccontextmanager
-async def in_process_stages(settings: AllInOneSettings, metrics: Metrics) -> AsyncIterator[Stages]:
+async def in_process_stages(
+    settings: AllInOneSettings, metrics: Metrics, activity: SessionActivity | None = None
+) -> AsyncIterator[Stages]:
     """Load every engine, start the local LLM server if no provider URL is set, tear down after."""
     from voice_pipeline import assembly
     from voice_pipeline.cache.build import open_caches
@@ -79,7 +81,8 @@ async def in_process_stages(settings: AllInOneSettings, metrics: Metrics) -> Asy
         asr = await stack.enter_async_context(assembly.build_asr(settings.asr, metrics, caches))
         tts = await stack.enter_async_context(assembly.build_tts(settings.tts, metrics, caches))
         speech = SpeechFormat(settings.gateway.output_sample_rate, settings.gateway.frame_ms)
-        caches.start_preload(llm, settings.llm.system_prompts, tts, speech)
+        # `activity` (the gateway's open sessions): the preload runs only while no device is there.
+        caches.start_preload(llm, settings.llm.system_prompts, tts, speech, activity)
         yield Stages(vad=vad, asr=asr, llm=llm, tts=tts)
 
 

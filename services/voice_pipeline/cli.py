@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "voice_pipeline.simulator.commands",
     "voice_pipeline.emulators.commands",
     "voice_pipeline.bench.commands",
+    "voice_pipeline.bench.soak",
     "voice_pipeline.devcluster.commands",
     "voice_operator.commands",
 )
@@ -55,10 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    from voice_pipeline.common.errors import VoicePipelineError
+    from pydantic import ValidationError
+
+    from voice_pipeline.common.errors import ConfigError, VoicePipelineError
+    from voice_pipeline.common.settings import settings_error
 
     try:
         return int(func(args))
+    except ConfigError as exc:  # a usage error: exit 2, like argparse, one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # settings built outside build_settings: same rule
+        print(f"error: {settings_error(exc)}", file=sys.stderr)
+        return 2
     except VoicePipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -66,6 +66,9 @@ SIZING_KEYS: Final[dict[str, tuple[str, ...]]] = {
 }
 CACHED_STAGES: Final[tuple[Stage, ...]] = ("asr", "llm", "tts")
 ENV_REDIS_URL: Final = "VP_CACHE__REDIS_URL"
+# The stage services' shared secret, as a file: checked by each stage, presented by the gateway.
+ENV_SERVICE_AUTH_TOKEN_FILE: Final = "VP_SERVICE__AUTH_TOKEN_FILE"
+ENV_STAGES_AUTH_TOKEN_FILE: Final = "VP_STAGES__AUTH_TOKEN_FILE"
 
 # Engines a VoicePipeline may choose per stage (`spec.stages.<stage>.engine`), the first being the
 # stage's default, and the setting that carries the choice to the stage: ASR's `backend`

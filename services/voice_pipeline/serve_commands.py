@@ -40,8 +40,12 @@ def register(sub: Any) -> None:
         )
         default_port = 8000 if stage == "gateway" else 9000
         key = "GATEWAY" if stage == "gateway" else "SERVICE"
+        # Stage services bind loopback unless told otherwise: /v1/stream is for gateways only.
+        default_host = "0.0.0.0" if stage == "gateway" else "127.0.0.1"
         sp.add_argument(
-            "--host", default=argparse.SUPPRESS, help=f"bind address (default 0.0.0.0; VP_{key}__HOST)"
+            "--host",
+            default=argparse.SUPPRESS,
+            help=f"bind address (default {default_host}; VP_{key}__HOST)",
         )
         sp.add_argument(
             "--port",
@@ -190,16 +194,19 @@ def _run(settings: Any) -> int:
     import uvicorn
 
     from voice_pipeline.allinone import in_process_stages, lan_address
+    from voice_pipeline.common.activity import SessionActivity
     from voice_pipeline.gateway.app import create_gateway_app
     from voice_pipeline.llm.history import Conversation as History
 
     gw = settings.gateway
+    activity = SessionActivity()  # the gateway's sessions; the cache preload waits for none
     app = create_gateway_app(
         gw,
         settings.auth,
         settings.ota,
-        lambda metrics: in_process_stages(settings, metrics),
+        lambda metrics: in_process_stages(settings, metrics, activity),
         lambda: History.from_settings(settings.llm),
+        activity=activity,
     )
     host = lan_address() if gw.host in ("0.0.0.0", "::") else gw.host
     print(

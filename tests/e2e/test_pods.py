@@ -35,7 +35,7 @@ RELEASE = "vp"
 FULLNAME = "vp-voice-pipeline"
 STAGES = ("gateway", "vad", "asr", "llm", "tts")
 DEVICES = 10
-UPGRADED_DEVICES = 40
+UPGRADED_DEVICES = 14  # a new plan (slots, queues, CPU) that still fits this 2-core node
 LLM_EMULATOR = "llm-emulator"
 
 EMULATOR = f"""
@@ -155,8 +155,12 @@ def run_fleet(url: str, devices: int, duration_s: float, seed: int) -> dict[str,
     return asyncio.run(Fleet(config, load_clips(default_clip_paths())).run())
 
 
+def n_failed(result: dict[str, Any]) -> int:
+    return int(result["turns"]) - int(result["ok_turns"])
+
+
 def failed_turns(result: dict[str, Any]) -> str:
-    return f"{result['turns']} turns, {result['failed']} failed: {result.get('errors')}"
+    return f"{result['turns']} turns, {n_failed(result)} failed: {result.get('errors')}"
 
 
 def usage_table(kube: Cluster, ns: str) -> str:
@@ -221,25 +225,27 @@ def test_chart_runs_serves_devices_upgrades_and_uninstalls(kube: Cluster, pods_n
         assert vp["status"]["plan"]["targetDevices"] == DEVICES
         mark("VoicePipeline Ready")
 
-        test = helm(kube, "test", RELEASE, "-n", ns, "--logs", timeout=300)
+        test = helm(kube, "test", RELEASE, "-n", ns, timeout=300)  # (its Pod is deleted once it succeeded)
         assert "Phase:          Succeeded" in test.stdout, test.stdout
         mark("helm test passed")
 
         port = get(kube, ns, "service", "devices")["spec"]["ports"][0]["nodePort"]
         url = f"ws://127.0.0.1:{port}/xiaozhi/v1/"
         first = wait_for(
-            "a first answered turn", lambda: (r := run_fleet(url, 1, 1, seed=7))["ok"] >= 1 and r, timeout=120
+            "a first answered turn",
+            lambda: (r := run_fleet(url, 1, 1, seed=7))["ok_turns"] >= 1 and r,
+            timeout=120,
         )
-        assert first["failed"] == 0, failed_turns(first)
+        assert n_failed(first) == 0, failed_turns(first)
         mark(f"first device turn answered (first audio {first['first_audio_ms']['p50']} ms)")
 
         fleet = run_fleet(url, DEVICES, 60, seed=1)
         mark(
             f"{DEVICES} devices x 60 s: {failed_turns(fleet)}; p95 first audio {fleet['first_audio_ms']['p95']} ms"
         )
-        assert fleet["turns"] >= DEVICES * 3 and fleet["failed"] == 0, failed_turns(fleet)
         print(usage_table(kube, ns), flush=True)
         assert pod_problems(kube, ns) == []
+        assert fleet["turns"] >= DEVICES * 3 and n_failed(fleet) == 0, failed_turns(fleet)
 
         # helm upgrade while devices talk: the new plan rolls stage by stage, no turn fails.
         before = {
@@ -281,7 +287,7 @@ def test_chart_runs_serves_devices_upgrades_and_uninstalls(kube: Cluster, pods_n
         talking.join(timeout=200)
         assert not talking.is_alive()
         mark(f"devices during the upgrade: {failed_turns(during)}")
-        assert during["turns"] >= DEVICES * 3 and during["failed"] == 0, failed_turns(during)
+        assert during["turns"] >= DEVICES * 3 and n_failed(during) == 0, failed_turns(during)
         assert pod_problems(kube, ns) == []
         logs = kube.kubectl(
             "-n", ns, "logs", "-l", "app.kubernetes.io/component=operator", "--tail=-1", check=False
@@ -319,8 +325,8 @@ def test_uninstall_fails_fast_when_the_cleanup_hook_cannot_run(kube: Cluster, po
     ns = pods_namespace
     helm(kube, "install", RELEASE, str(CHART), "-n", ns, "--set", "operator.enabled=false", "--set", "redis.enabled=false",
          "--set", "image.operator=voice-pipeline/not-built:none", "--set", "image.pullPolicy=Never",
-         "--set", "cleanup.timeoutSeconds=20")  # fmt: skip
-    assert get(kube, ns, "voicepipeline", FULLNAME)["spec"]["devices"] == 20
+         "--set", "cleanup.timeoutSeconds=20", "--set", "pipeline.devices=5")  # fmt: skip
+    assert get(kube, ns, "voicepipeline", FULLNAME)["spec"]["devices"] == 5
     started = time.monotonic()
     failed = helm(kube, "uninstall", RELEASE, "-n", ns, "--timeout", "4m", check=False)
     took = time.monotonic() - started

@@ -25,7 +25,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {
         "VP_AUTH__ENABLED": "true",
         "VP_AUTH__KEY": KEY,
-        "VP_AUTH__ALLOWED_DEVICES": '["11:22:33:44:55:66"]',
+        "VP_AUTH__ALLOWED_DEVICES": '["11:22:33:44:55:66", "aa:bb:cc:dd:ee:02"]',
     }
     server = start_server(Path(tmp_path_factory.mktemp("secured")), env)
     yield server
@@ -54,6 +54,12 @@ async def test_valid_token_and_allow_listed_device_are_served(secured: Server) -
     result = await device.turn(clip("en_weather"), timeout=90)
     await device.close()
     assert not result.error and result.audio_seconds > 0, result
-    listed = SimulatedDevice(secured.url, device_id="11:22:33:44:55:66")
-    await listed.connect()  # no token at all: the allow-list lets it in
-    await listed.close()
+
+
+async def test_an_allow_listed_device_id_without_a_token_is_refused(secured: Server) -> None:
+    """The allow-list is checked against the identity a token proves, never a bare header."""
+    ws = await websockets.connect(secured.url, additional_headers={"Device-Id": "11:22:33:44:55:66"})
+    assert await asyncio.wait_for(ws.recv(), 5) == "认证失败"
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001

@@ -137,11 +137,12 @@ def test_tree_sampler_measures_a_busy_child_and_survives_its_exit() -> None:
 
     child = subprocess.Popen(
         # Busy for 0.6 s of CPU, then idle long enough for a sample to see all of it before exit
-        # (on a loaded box the last sample before a busy exit can miss the final stretch).
+        # (on a loaded box the last sample before a busy exit can miss the final stretch, and the
+        # sampler thread itself can wait its turn for most of a second).
         [
             sys.executable,
             "-c",
-            "import time\nt=time.process_time()\nwhile time.process_time()-t<0.6: pass\ntime.sleep(0.5)",
+            "import time\nt=time.process_time()\nwhile time.process_time()-t<0.6: pass\ntime.sleep(2.0)",
         ]
     )
     sampler = TreeSampler({"child": child.pid}, interval=0.1).start()

@@ -606,3 +606,44 @@ async def test_an_embedding_model_that_fails_to_load_turns_only_the_llm_cache_of
         inner_llm = ScriptedLlm()
         assert caches.wrap_llm(inner_llm, LlmSettings()) is inner_llm
         assert isinstance(caches.wrap_asr(CountingAsr(), AsrSettings()), CachedAsr)
+
+
+async def test_preload_waits_while_a_device_session_is_open_and_gives_way_when_one_opens() -> None:
+    from voice_pipeline.common.activity import SessionActivity
+
+    inner, activity = GatedLlm(), SessionActivity()
+    guard, _ = guarded()
+    llm = CachedLlm(inner, SemanticReplies(guard, TableEmbedder(), "vp", 0.95, 1800, 100), Metrics(), "m")
+    activity.started()  # a device is connected (not yet asking the LLM anything)
+    task = asyncio.create_task(preload({"en": ["weather?"]}, {"en": "S"}, llm, activity=activity))
+    for _ in range(20):  # let the preload run as far as it would
+        await asyncio.sleep(0)
+    assert inner.started == []  # nothing competes with the device's VAD and ASR
+    activity.ended()
+    await asyncio.wait_for(inner.generating.wait(), 5)
+    activity.started()  # a device connects while the preload generates: it gives way at once
+    await asyncio.wait_for(inner.gave_up.wait(), 5)
+    assert inner.cancelled == ["weather?"]
+    inner.step.set()
+    activity.ended()
+    report = await asyncio.wait_for(task, 5)
+    assert report.answered == 1 and inner.started == ["weather?", "weather?"]
+
+
+async def test_preload_waits_for_a_quiet_period_after_the_last_session() -> None:
+    from voice_pipeline.common.activity import SessionActivity
+
+    inner, activity = GatedLlm(), SessionActivity()
+    guard, _ = guarded()
+    llm = CachedLlm(inner, SemanticReplies(guard, TableEmbedder(), "vp", 0.95, 1800, 100), Metrics(), "m")
+    activity.started()
+    activity.ended()  # a device just left: its next turn may come any moment
+    task = asyncio.create_task(
+        preload({"en": ["weather?"]}, {"en": "S"}, llm, activity=activity, quiet_s=0.3)
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert inner.started == []  # not within the quiet period
+    await asyncio.wait_for(inner.generating.wait(), 5)  # once it has passed, the preload starts
+    inner.step.set()
+    assert (await asyncio.wait_for(task, 5)).answered == 1

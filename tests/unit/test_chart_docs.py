@@ -33,8 +33,8 @@ def test_values_table_is_current(readme: Path) -> None:
 def test_values_table_follows_values_yaml() -> None:
     """A value added to values.yaml changes the rendered table (the drift check can fail)."""
     text = (CHART / "README.md").read_text(encoding="utf-8")
-    assert "| `pipeline.devices` | `20` |" in text
-    assert render(text.replace("| `pipeline.devices` | `20` |", "| `pipeline.devices` | `21` |")) == text
+    assert "| `pipeline.devices` | `10` |" in text
+    assert render(text.replace("| `pipeline.devices` | `10` |", "| `pipeline.devices` | `21` |")) == text
 
 
 def test_every_leaf_value_is_documented() -> None:

@@ -50,3 +50,38 @@ def test_the_file_is_rewritten_only_when_it_changes(tmp_path: Path) -> None:
     assert not write_if_changed(path, ["10.0.0.3 a.b.svc.cluster.local"])
     assert write_if_changed(path, [])
     assert path.read_text() == ""
+
+
+def pod(
+    name: str, ip: str | None, phase: str = "Running", scrape: str = "true", component: str = "asr"
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "namespace": "voice",
+            "name": name,
+            "labels": {"app.kubernetes.io/instance": "vp", "app.kubernetes.io/component": component},
+            "annotations": {
+                "prometheus.io/scrape": scrape,
+                "prometheus.io/port": "9000",
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "status": {"podIP": ip, "phase": phase},
+    }
+
+
+def test_scrape_targets_label_pods_as_the_service_monitor_would() -> None:
+    from voice_pipeline.devcluster.dns import scrape_targets
+
+    groups = scrape_targets(
+        [pod("vp-asr-2", "172.17.0.9"), pod("vp-asr-1", "172.17.0.8"), pod("pending", None, phase="Pending"),
+         pod("no", "172.17.0.7", scrape="false"), pod("vp-gw", "172.17.0.6", component="gateway")]
+    )  # fmt: skip
+    assert [g["targets"] for g in groups] == [["172.17.0.8:9000"], ["172.17.0.9:9000"], ["172.17.0.6:9000"]]
+    assert groups[0]["labels"] == {
+        "namespace": "voice",
+        "pod": "vp-asr-1",
+        "service": "vp-asr",
+        "__metrics_path__": "/metrics",
+    }
+    assert groups[2]["labels"]["service"] == "vp-gateway"

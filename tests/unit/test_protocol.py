@@ -104,3 +104,9 @@ def test_server_messages_carry_the_session() -> None:
         "message": "why",
         "session_id": "s",
     }
+
+
+@pytest.mark.parametrize("frame", ["[" * 8000 + "]" * 8000, '{"type": "mcp", "payload": ' + "{" * 5000])
+def test_deeply_nested_json_is_a_protocol_error_not_a_recursion_error(frame: str) -> None:
+    with pytest.raises(ProtocolError):
+        p.parse_text(frame)

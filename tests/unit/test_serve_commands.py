@@ -32,5 +32,5 @@ def test_a_gateway_without_stage_urls_refuses_to_start(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("VP_STAGES__TTS_URL", raising=False)
-    assert main(["serve", "gateway"]) == 1
+    assert main(["serve", "gateway"]) == 2  # a configuration error: exit 2, as argparse does
     assert "VP_STAGES__TTS_URL" in capsys.readouterr().err

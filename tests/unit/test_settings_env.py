@@ -42,3 +42,73 @@ def test_describe_lists_leaf_settings_with_env_names() -> None:
     rows = describe_settings(Outer)
     assert ("VP_ASR__BEAM_SIZE", "1", "") in rows
     assert any(r[0] == "VP_REDIS_URL" for r in rows)
+
+
+SECRET = "sk-live-0123456789abcdef"
+
+
+def _clean_vp_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("VP_") and key not in ("VP_HOME", "VP_MODELS_DIR"):
+            monkeypatch.delenv(key)
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        (
+            {"VP_LLM__PROVIDERS": f'[{{"name": "qwen", "api_key": "{SECRET}"}}]'},
+            "VP_LLM__PROVIDERS[0].api_key",
+        ),
+        ({"VP_LLM__PROVIDERS": f'[{{"name": "qwen", "weight": "{SECRET}"}}]'}, "VP_LLM__PROVIDERS[0].weight"),
+        ({"VP_AUTH__KEY": SECRET, "VP_GATEWAY__PORT": SECRET}, "VP_GATEWAY__PORT"),
+        ({"VP_LLM__PROVIDERS": f"[{SECRET}"}, "VP_LLM__PROVIDERS:"),  # not even JSON
+    ],
+)
+def test_an_invalid_setting_is_one_line_naming_the_key_never_the_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str], key: str
+) -> None:
+    from voice_pipeline import cli
+
+    _clean_vp_env(monkeypatch)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["serve", "--no-install"]) == 2
+    err = capsys.readouterr().err
+    assert SECRET not in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and key in err, err
+
+
+def test_an_invalid_setting_in_a_config_file_is_named_without_its_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: pytest.TempPathFactory
+) -> None:
+    from pathlib import Path
+
+    from voice_pipeline import cli
+
+    _clean_vp_env(monkeypatch)
+    config = Path(str(tmp_path)) / "settings.yaml"
+    config.write_text(f"llm:\n  providers:\n    - name: qwen\n      api_key: {SECRET}\n", encoding="utf-8")
+    assert cli.main(["serve", "--no-install", "--config", str(config)]) == 2
+    for stage in ("llm", "tts"):
+        assert cli.main(["serve", stage, "--no-install", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert SECRET not in err and "Traceback" not in err
+    assert "llm.providers[0].api_key" in err
+
+
+def test_a_broken_yaml_file_is_one_line_without_its_content(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: pytest.TempPathFactory
+) -> None:
+    from pathlib import Path
+
+    from voice_pipeline import cli
+
+    _clean_vp_env(monkeypatch)
+    config = Path(str(tmp_path)) / "settings.yaml"
+    config.write_text(f"auth:\n  key: {SECRET}\n  enabled: [\n", encoding="utf-8")
+    assert cli.main(["serve", "--no-install", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert SECRET not in err and len(err.strip().splitlines()) == 1, err

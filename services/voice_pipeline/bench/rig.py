@@ -134,6 +134,8 @@ def provider_env(llm_url: str | None, tts_url: str | None) -> dict[str, str]:
         # The fleet replays four clips: with caches on, every repeat would be a cache hit and the
         # run would measure the caches, not the work. Capacity is measured with them off.
         "VP_CACHE__ENABLED": "false",
+        # Every simulated device connects from 127.0.0.1: the per-address limit would cap the fleet.
+        "VP_GATEWAY__MAX_CONNECTIONS_PER_IP": "0",
     }
     if llm_url:
         env.update(

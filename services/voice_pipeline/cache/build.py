@@ -29,6 +29,7 @@ from voice_pipeline.cache.llm_cache import CachedLlm, SemanticReplies
 from voice_pipeline.cache.preload import PreloadReport, SpeechFormat, load_questions, preload
 from voice_pipeline.cache.semantic import E5Embedder
 from voice_pipeline.cache.settings import CacheSettings
+from voice_pipeline.common.activity import SessionActivity
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.stages import AsrStage, LlmStage, TtsStage
 from voice_pipeline.llm.settings import LlmSettings
@@ -82,7 +83,12 @@ class Caches:
         return CachedTts(inner, guard, self.metrics, prefix, variant, ttl)
 
     def start_preload(
-        self, llm: LlmStage, system_prompts: dict[str, str], tts: TtsStage | None, speech: SpeechFormat | None
+        self,
+        llm: LlmStage,
+        system_prompts: dict[str, str],
+        tts: TtsStage | None,
+        speech: SpeechFormat | None,
+        activity: SessionActivity | None = None,
     ) -> None:
         """Answer the common questions in the background (no-op unless `llm` is a cached stage)."""
         if not self.settings.preload_enabled or not isinstance(llm, CachedLlm):
@@ -90,7 +96,10 @@ class Caches:
         questions = load_questions(self.settings.common_questions_file)  # bad file: fail at start-up
         cached_tts = tts if isinstance(tts, CachedTts) else None
         self.preload_task = asyncio.create_task(
-            _guarded_preload(questions, system_prompts, llm, cached_tts, speech), name="cache-preload"
+            _guarded_preload(
+                questions, system_prompts, llm, cached_tts, speech, activity, self.settings.preload_quiet_s
+            ),
+            name="cache-preload",
         )
 
 
@@ -100,9 +109,11 @@ async def _guarded_preload(
     llm: CachedLlm,
     tts: CachedTts | None,
     speech: SpeechFormat | None,
+    activity: SessionActivity | None,
+    quiet_s: float,
 ) -> PreloadReport:
     try:
-        return await preload(questions, system_prompts, llm, tts, speech)
+        return await preload(questions, system_prompts, llm, tts, speech, activity, quiet_s)
     except Exception as exc:  # a background warm-up must never take the process down
         log.warning("cache preload stopped: %s", exc)
         return PreloadReport(failed=["(stopped)"])

@@ -5,11 +5,15 @@ asked of the real LLM once, and the reply (and, in a process that also has the T
 sentences' audio) lands in the same caches a live turn uses. The messages and sentences are built
 exactly as the gateway builds them, so a user asking one of these gets hits all the way through.
 
-Devices come first: one question at a time, started only while no device waits for the LLM, and
-abandoned the moment one does (a local llama.cpp server generates one reply at a time, so a user
-would otherwise wait behind a whole preload reply). An abandoned answer stores nothing and is
-asked again once the LLM is quiet. The first provider error stops the preload: live traffic
-fills the caches anyway.
+Devices come first: one step (an answer, or one sentence's audio) at a time, started only once
+no device session has been open for `quiet_s` (`SessionActivity`, where the process has a
+gateway; start-up counts as activity) and no request waits for the LLM, and abandoned the moment
+either changes (a local llama.cpp server generates one reply at a time, and on a small box the
+preload's CPU would also slow the device's VAD and ASR). The quiet period is there because work a
+model has started (a prompt being evaluated, a sentence synthesized in a thread) cannot be taken
+back when a device arrives. An abandoned step stores nothing and is tried again once everything is
+quiet. The first provider
+error stops the preload: live traffic fills the caches anyway.
 """
 
 from __future__ import annotations
@@ -18,20 +22,25 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
 
 from voice_pipeline.cache.audio_caches import CachedTts
 from voice_pipeline.cache.llm_cache import CachedLlm
+from voice_pipeline.common.activity import SessionActivity
 from voice_pipeline.common.errors import ConfigError, VoicePipelineError
 from voice_pipeline.common.stages import ChatMessage, SpeechRequest
 from voice_pipeline.llm.history import Conversation
 from voice_pipeline.llm.sentences import SentenceSplitter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def load_questions(path: str = "") -> dict[str, list[str]]:
@@ -82,25 +91,54 @@ class PreloadReport:
     seconds: float = 0.0
 
 
-async def _warm_giving_way(llm: CachedLlm, messages: list[ChatMessage]) -> list[str] | None:
-    """`llm.warm(messages)`, cancelled and retried later whenever a user request arrives."""
+async def _quiet(llm: CachedLlm, activity: SessionActivity | None, quiet_s: float = 0.0) -> None:
+    """Wait until no LLM request is in flight and no device session has been open for `quiet_s`."""
     while True:
-        await llm.idle.wait()
-        warm = asyncio.create_task(llm.warm(messages))
-        user = asyncio.create_task(llm.busy.wait())
+        if activity is not None and not activity.quiet.is_set():
+            await activity.quiet.wait()
+        elif not llm.idle.is_set():
+            await llm.idle.wait()
+        elif activity is not None and activity.quiet_for() < quiet_s:
+            await asyncio.sleep(quiet_s - activity.quiet_for())
+        else:
+            return
+
+
+async def _giving_way(
+    make: Callable[[], Coroutine[Any, Any, T]],
+    llm: CachedLlm,
+    activity: SessionActivity | None,
+    quiet_s: float = 0.0,
+) -> T | None:
+    """`make()` run while all is quiet; cancelled and started again once it is quiet again
+    whenever a user request or a device session arrives. None if it was abandoned for good."""
+    while True:
+        await _quiet(llm, activity, quiet_s)
+        work: asyncio.Task[T] = asyncio.create_task(make())
+        interrupts = [asyncio.create_task(llm.busy.wait())]
+        if activity is not None:
+            interrupts.append(asyncio.create_task(activity.active.wait()))
         try:
-            await asyncio.wait({warm, user}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({work, *interrupts}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            user.cancel()
-            if not warm.done():
-                warm.cancel()
+            for interrupt in interrupts:
+                interrupt.cancel()
+            if not work.done():
+                work.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await warm
+            await work
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise asyncio.CancelledError  # the preload itself was stopped while waiting above
-        if not warm.cancelled():
-            return warm.result()
+        if not work.cancelled():
+            return work.result()
+
+
+async def _warm_giving_way(
+    llm: CachedLlm, messages: list[ChatMessage], activity: SessionActivity | None = None, quiet_s: float = 0.0
+) -> list[str] | None:
+    """`llm.warm(messages)`, cancelled and retried later whenever a device needs the machine."""
+    return await _giving_way(lambda: llm.warm(messages), llm, activity, quiet_s)
 
 
 async def preload(
@@ -109,6 +147,8 @@ async def preload(
     llm: CachedLlm,
     tts: CachedTts | None = None,
     speech: SpeechFormat | None = None,
+    activity: SessionActivity | None = None,
+    quiet_s: float = 0.0,
 ) -> PreloadReport:
     report = PreloadReport()
     started = time.monotonic()
@@ -120,11 +160,11 @@ async def preload(
             log.info("cache preload stopped: the cache is unavailable")
             break
         try:
-            deltas = await _warm_giving_way(llm, history.messages(question, language))
+            deltas = await _warm_giving_way(llm, history.messages(question, language), activity, quiet_s)
             if deltas is not None and tts is not None and speech is not None:
                 for sentence in reply_sentences(deltas):
                     request = SpeechRequest(sentence, language, speech.sample_rate, speech.frame_ms)
-                    await tts.warm(request)
+                    await _giving_way(partial(tts.warm, request), llm, activity, quiet_s)
                     report.sentences += 1
         except VoicePipelineError as exc:  # a failing provider: don't keep asking it
             log.warning("cache preload stopped at %r: %s", question, exc)

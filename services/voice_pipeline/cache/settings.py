@@ -47,6 +47,14 @@ class CacheSettings(BaseModel):
     preload_enabled: bool = Field(
         True, description="Answer the common questions at start-up (in the background) to warm the caches."
     )
+    preload_quiet_s: float = Field(
+        10.0,
+        ge=0,
+        description=(
+            "A preload step starts only after this long without an open device session (and after "
+            "start-up): work already running in a model cannot be taken back when a device arrives."
+        ),
+    )
     common_questions_file: str = Field(
         "", description="YAML file {language: [questions]}; empty = the shipped English and Chinese list."
     )

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.common.secrets import read_token_file, token_matches
 from voice_pipeline.transport.server import Drain, ServedStages, StreamConnection
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,23 @@ class ServiceSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = Field("0.0.0.0", description="Address the stage service binds to.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the stage service binds to (0.0.0.0 in a Pod, with the auth token set).",
+    )
     port: int = Field(9000, ge=0, le=65535, description="Port of /v1/stream, /healthz, /readyz and /metrics.")
     drain_timeout_s: float = Field(
         20.0, ge=0, description="After SIGTERM: longest wait for gateways to move their sessions away."
     )
     max_message_bytes: int = Field(
         4 << 20, ge=65536, description="Largest transport frame (an utterance of 20 s is 640 kB)."
+    )
+    auth_token_file: str = Field(
+        "",
+        description=(
+            "File holding the shared secret gateways must present on /v1/stream (a mounted Secret); "
+            "empty = no check (local development only)."
+        ),
     )
     max_inflight_per_connection: int = Field(
         4096,
@@ -53,10 +64,15 @@ class ServiceSettings(BaseModel):
     )
 
 
+def _bearer(header: str) -> str:
+    return header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
+
+
 def create_stage_app(
     stage: str, settings: ServiceSettings, build: StageBuilder, metrics: Metrics | None = None
 ) -> FastAPI:
     metrics = metrics or Metrics(serves_devices=False)
+    token = read_token_file(settings.auth_token_file, "stage auth token")  # bad file: fail at start
     drain = Drain()
     state: dict[str, Any] = {"served": None}
 
@@ -97,6 +113,12 @@ def create_stage_app(
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket) -> None:
+        if token and not token_matches(token, _bearer(ws.headers.get("authorization", ""))):
+            # Closing before accept answers the upgrade with HTTP 403. Logged without what was sent.
+            peer = f"{ws.client.host}:{ws.client.port}" if ws.client is not None else "?"
+            log.warning("%s: refused a /v1/stream client from %s: missing or wrong auth token", stage, peer)
+            await ws.close(1008)
+            return
         served = state["served"]
         await ws.accept()
         if served is None:
@@ -169,7 +191,6 @@ def run_service(app: FastAPI, settings: ServiceSettings) -> int:
 
 def load_service_settings(cls: type[Any], overrides: dict[str, Any] | None = None) -> Any:
     """One settings class per process: env `VP_<SECTION>__<KEY>` (unknown keys refused) + YAML."""
-    from voice_pipeline.common.settings import reject_unknown_env
+    from voice_pipeline.common.settings import build_settings
 
-    reject_unknown_env(cls)
-    return cls(**(overrides or {}))
+    return build_settings(cls, overrides)

@@ -26,3 +26,25 @@ def read_api_key(key_file: str = "", key_env: str = "") -> str:
             raise ConfigError(f"environment variable {key_env} (the API key) is empty or unset")
         return value
     return ""
+
+
+def read_token_file(path: str, what: str) -> str:
+    """A shared secret from a Secret-mounted file ("" when `path` is ""). A named file that is
+    missing or empty is a start-up error: silently running without the secret would turn the
+    check off (or lock every gateway out)."""
+    if not path:
+        return ""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the {what} file {path}: {getattr(exc, 'strerror', exc)}") from exc
+    if not token:
+        raise ConfigError(f"the {what} file {path} is empty")
+    return token
+
+
+def token_matches(expected: str, presented: str) -> bool:
+    """Constant-time comparison of a presented secret (any text a client sends) with ours."""
+    import hmac
+
+    return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))

@@ -69,3 +69,36 @@ def sync_forever(server: str, token: str, hosts_file: Path, interval_s: float = 
             if write_if_changed(hosts_file, hosts_lines(services, endpoints)):
                 log.debug("dns sync: %s rewritten", hosts_file)
             time.sleep(interval_s)
+
+
+def scrape_targets(pods: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Prometheus file_sd groups for the running Pods that ask to be scraped, labelled as
+    charts/voice-pipeline/files/prometheus-scrape.yaml labels them (namespace, pod, and service =
+    <instance>-<component>, what the operator's default prometheusSelector matches). Debian's
+    Prometheus is built without Kubernetes service discovery; this is the same discovery, done
+    through the API by the local cluster's tooling."""
+    groups = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        notes = meta.get("annotations") or {}
+        status = pod.get("status") or {}
+        ip, port = status.get("podIP"), notes.get("prometheus.io/port")
+        if (
+            notes.get("prometheus.io/scrape") != "true"
+            or not ip
+            or not port
+            or status.get("phase") != "Running"
+        ):
+            continue
+        labels = {"namespace": str(meta.get("namespace", "")), "pod": str(meta.get("name", ""))}
+        pod_labels = meta.get("labels") or {}
+        instance, component = (
+            pod_labels.get("app.kubernetes.io/instance"),
+            pod_labels.get("app.kubernetes.io/component"),
+        )
+        if instance and component:
+            labels["service"] = f"{instance}-{component}"
+        if notes.get("prometheus.io/path"):
+            labels["__metrics_path__"] = str(notes["prometheus.io/path"])
+        groups.append({"targets": [f"{ip}:{port}"], "labels": labels})
+    return sorted(groups, key=lambda g: g["labels"]["pod"])

@@ -15,18 +15,23 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 from starlette.websockets import WebSocketState
 
+from voice_pipeline.common.activity import SessionActivity
 from voice_pipeline.common.audio import AudioError, OpusDecoder, resample
 from voice_pipeline.common.errors import ProtocolError
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.stages import VAD_SAMPLE_RATE
 from voice_pipeline.gateway import auth, ota, web
 from voice_pipeline.gateway import protocol as proto
+from voice_pipeline.gateway.activation import Activations, load_device_secrets
+from voice_pipeline.gateway.admission import UplinkAdmission
 from voice_pipeline.gateway.conversation import Conversation, Stages
 from voice_pipeline.gateway.settings import GatewaySettings
 from voice_pipeline.llm.history import Conversation as History
@@ -76,10 +81,17 @@ def create_gateway_app(
     history_factory: HistoryFactory,
     metrics: Metrics | None = None,
     readiness: Callable[[], dict[str, bool]] | None = None,
+    activity: SessionActivity | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
-    """`readiness` reports whether each dependency is reachable (distributed mode: the stages)."""
+    """`readiness` reports whether each dependency is reachable (distributed mode: the stages);
+    `activity` counts open sessions for background work that gives way to devices (the preload);
+    `clock` paces the uplink budgets (a test passes a frozen one)."""
     metrics = metrics or Metrics()
-    state: dict[str, Any] = {"stages": None, "sessions": 0}
+    activity = activity or SessionActivity()
+    state: dict[str, Any] = {"stages": None}
+    slots = _Slots(settings, metrics, activity)
+    activations = Activations(auth_settings, load_device_secrets(auth_settings.device_secrets_file))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -94,7 +106,7 @@ def create_gateway_app(
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "sessions": state["sessions"]}
+        return {"status": "ok", "sessions": slots.sessions}
 
     @app.get("/readyz")
     async def readyz() -> Response:
@@ -110,11 +122,40 @@ def create_gateway_app(
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
-    async def ota_handler(request: Request) -> Response:
+    async def read_json(request: Request) -> Any:
+        """The body as JSON ({} if it is not JSON), or the Response refusing it."""
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = {}
+            raw = await _read_body(request, ota_settings.max_body_bytes, ota_settings.body_timeout_s)
+        except _BodyTooLarge:
+            message = f"request body over {ota_settings.max_body_bytes} bytes"
+            return JSONResponse({"success": False, "message": message}, status_code=413)
+        except TimeoutError:
+            message = f"request body not received within {ota_settings.body_timeout_s:g} s"
+            return JSONResponse({"success": False, "message": message}, status_code=408)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is left to read it; nothing worth a log line
+        try:
+            return json.loads(raw) if raw else {}
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser
+            return {}
+
+    async def activate_handler(request: Request) -> Response:
+        body = await read_json(request)
+        if isinstance(body, Response):
+            return body
+        h = request.headers
+        device_id = (h.get("device-id") or "").strip().lower()
+        status, message = activations.verify(
+            device_id, (h.get("client-id") or "").strip(), h.get("serial-number") or "", body, time.time()
+        )
+        if status != 200:
+            log.warning("activation of device %s refused: %s", device_id or "?", message)
+        return JSONResponse({"success": status == 200, "message": message}, status_code=status)
+
+    async def ota_handler(request: Request) -> Response:
+        body = await read_json(request)
+        if isinstance(body, Response):
+            return body
         ws_url = settings.public_url or _default_ws_url(request)
         reply = ota.build_ota_response(
             headers=dict(request.headers),
@@ -123,14 +164,18 @@ def create_gateway_app(
             auth_settings=auth_settings,
             websocket_url=ws_url,
             now=time.time(),
+            activations=activations,
         )
         return JSONResponse(reply)
 
+    app.add_api_route("/xiaozhi/ota/activate", activate_handler, methods=["POST"])
+    app.add_api_route("/xiaozhi/ota/activate/", activate_handler, methods=["POST"], include_in_schema=False)
     app.add_api_route("/xiaozhi/ota/", ota_handler, methods=["GET", "POST"])
     app.add_api_route("/xiaozhi/ota", ota_handler, methods=["GET", "POST"], include_in_schema=False)
 
     async def websocket_handler(ws: WebSocket) -> None:
         identity = auth.extract_identity(dict(ws.headers), dict(ws.query_params))
+        address = ws.client.host if ws.client is not None else "?"
         await ws.accept()
         decision = auth.authorize(identity, auth_settings, now=time.time())
         if not decision.ok:
@@ -138,22 +183,106 @@ def create_gateway_app(
             await ws.send_text(proto.AUTH_FAILED_TEXT)
             await ws.close(proto.CLOSE_AUTH_FAILED, decision.reason[:120])
             return
-        if state["sessions"] >= settings.max_sessions or state["stages"] is None:
-            await ws.send_text(json.dumps(proto.error("busy", "server is at capacity; retry later")))
-            await ws.close(proto.CLOSE_TRY_AGAIN, "at capacity")
+        ticket = slots.connect(address) if state["stages"] is not None else _AT_CAPACITY
+        if not isinstance(ticket, _Ticket):
+            code, message = ticket
+            await ws.send_text(json.dumps(proto.error(code, message)))
+            await ws.close(proto.CLOSE_TRY_AGAIN, message[:120])
             return
-        state["sessions"] += 1
-        metrics.sessions.inc()
         try:
-            await _serve_device(ws, identity, settings, state["stages"], metrics, history_factory)
+            await _serve_device(
+                ws, identity, settings, state["stages"], metrics, history_factory, slots, ticket, clock
+            )
         finally:
-            state["sessions"] -= 1
-            metrics.sessions.dec()
+            slots.release(ticket)
 
     app.add_api_websocket_route("/xiaozhi/v1/", websocket_handler)
     app.add_api_websocket_route("/xiaozhi/v1", websocket_handler)
     web.mount(app, metrics)  # the talk and status pages (gateway/web.py)
     return app
+
+
+_AT_CAPACITY = ("busy", "server is at capacity; retry later")
+
+
+@dataclass
+class _Ticket:
+    address: str
+    state: str = "pending"  # -> "session" after hello -> "gone"
+
+
+class _Slots:
+    """Who may hold what. A connection is *pending* until its hello and counts against
+    `max_pending_hello` (and the short hello timeout) only; it takes one of `max_sessions` once it
+    has said hello, so silent sockets cannot hold the session cap. Every connection, pending or
+    not, counts against its address's `max_connections_per_ip`."""
+
+    def __init__(self, settings: GatewaySettings, metrics: Metrics, activity: SessionActivity) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.activity = activity
+        self.pending = 0
+        self.sessions = 0
+        self.per_address: dict[str, int] = {}
+
+    def connect(self, address: str) -> _Ticket | tuple[str, str]:
+        """A pending ticket for a new connection, or the (error code, message) refusing it."""
+        limit = self.settings.max_connections_per_ip
+        if limit and self.per_address.get(address, 0) >= limit:
+            return "too_many_connections", f"over {limit} connections from one address; retry later"
+        if self.pending >= self.settings.max_pending_hello:
+            return _AT_CAPACITY
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+        self.pending += 1
+        return _Ticket(address)
+
+    def start_session(self, ticket: _Ticket) -> bool:
+        """The pending connection said hello: take a session slot if one is free."""
+        if self.sessions >= self.settings.max_sessions:
+            return False
+        self.pending -= 1
+        self.sessions += 1
+        ticket.state = "session"
+        self.metrics.sessions.inc()
+        self.activity.started()
+        return True
+
+    def release(self, ticket: _Ticket) -> None:
+        if ticket.state == "pending":
+            self.pending -= 1
+        elif ticket.state == "session":
+            self.sessions -= 1
+            self.metrics.sessions.dec()
+            self.activity.ended()
+        else:
+            return
+        ticket.state = "gone"
+        left = self.per_address.get(ticket.address, 1) - 1
+        if left > 0:
+            self.per_address[ticket.address] = left
+        else:
+            self.per_address.pop(ticket.address, None)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refused past `limit` bytes (before reading it when Content-Length says
+    so) and past `timeout_s` seconds: a body may not hold memory or a connection for free."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    parts: list[bytes] = []
+    size = 0
+    async with asyncio.timeout(timeout_s):
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _BodyTooLarge
+            parts.append(chunk)
+    return b"".join(parts)
 
 
 def _default_ws_url(request: Request) -> str:
@@ -174,11 +303,20 @@ async def _serve_device(
     stages: Stages,
     metrics: Metrics,
     history_factory: HistoryFactory,
+    slots: _Slots,
+    ticket: _Ticket,
+    clock: Callable[[], float],
 ) -> None:
     out = _WebSocketOut(ws, identity.protocol_version)
     session_id = str(uuid.uuid4())
     tag = f"{identity.device_id or '?'}/{session_id[:8]}"
     warned: set[str] = set()
+    admission = UplinkAdmission(
+        settings.uplink_realtime_factor,
+        settings.uplink_burst_s,
+        settings.max_messages_per_s,
+        settings.message_burst,
+    )
 
     async def complain(code: str, message: str) -> None:
         """Tell the device what was wrong; log each kind of problem once per session."""
@@ -186,6 +324,16 @@ async def _serve_device(
             warned.add(code)
             log.warning("device %s: %s: %s", tag, code, message)
         await out.send_json(proto.error(code, message, session_id))
+
+    async def admitted() -> bool:
+        """The per-connection message rate: over it, drop (told once per burst); far over, close."""
+        if admission.message(clock()):
+            return True
+        if admission.rate_limited.problem():
+            await complain("rate_limited", f"over {settings.max_messages_per_s:g} messages/s; dropped")
+        if admission.should_close():
+            await out.close(proto.CLOSE_POLICY, "message rate far over the limit")
+        return False
 
     # --- hello ------------------------------------------------------------------------------------
     deadline = time.monotonic() + settings.hello_timeout_s
@@ -198,6 +346,10 @@ async def _serve_device(
             return
         if message["type"] == "websocket.disconnect":
             return
+        if not await admitted():
+            if out.closed:
+                return
+            continue
         if message.get("bytes") is not None:
             await complain("hello_required", "send a hello message before audio")
             continue
@@ -215,7 +367,12 @@ async def _serve_device(
         else:
             await complain("hello_required", f"expected hello first, got '{getattr(parsed, 'type', '?')}'")
 
+    if not slots.start_session(ticket):
+        await out.send_json(proto.error(*_AT_CAPACITY))
+        await out.close(proto.CLOSE_TRY_AGAIN, "at capacity")
+        return
     uplink_rate = hello.audio_params.sample_rate
+    frame_s = hello.audio_params.frame_duration / 1000
     decoder = OpusDecoder(uplink_rate, hello.audio_params.frame_duration)
     await out.send_json(proto.server_hello(session_id, settings.output_sample_rate, settings.frame_ms))
 
@@ -240,14 +397,30 @@ async def _serve_device(
                 continue
             if message["type"] == "websocket.disconnect":
                 break
+            if not await admitted():
+                continue
             data = message.get("bytes")
             if data is not None:
+                # Charged before decoding: audio faster than real time costs no decoding or VAD.
+                if not admission.audio_frame(frame_s, clock()):
+                    if admission.too_fast.problem():
+                        await complain(
+                            "audio_too_fast",
+                            f"audio arrives faster than {settings.uplink_realtime_factor:g}x real time; "
+                            "dropped",
+                        )
+                    continue
                 try:
                     packet = proto.decode_audio_frame(data, identity.protocol_version)
                     pcm = decoder.decode(packet)
                 except (ProtocolError, AudioError) as exc:
-                    await complain("bad_audio", str(exc))
+                    if admission.bad_audio.problem():
+                        await complain("bad_audio", str(exc))
                     continue
+                admission.bad_audio.ok()
+                extra = len(pcm) / uplink_rate - frame_s
+                if extra > 0:  # a packet longer than the announced frame pays the difference
+                    admission.audio.charge(extra, clock())
                 if uplink_rate != VAD_SAMPLE_RATE:
                     pcm = resample(pcm, uplink_rate, VAD_SAMPLE_RATE)
                 await conversation.audio(pcm)

@@ -1,6 +1,12 @@
-"""Device authentication compatible with xiaozhi-esp32-server (HMAC-SHA256 tokens, allow-list).
+"""Device authentication compatible with xiaozhi-esp32-server (HMAC-SHA256 tokens).
 
 token = base64url_nopad(HMAC_SHA256(key, f"{client_id}|{device_id}|{ts}")) + "." + str(ts)
+
+A token binds a device id and a client id (both signed), is valid for `expire_seconds` and is
+refused when dated beyond `clock_skew_s` in the future. The allow-list is checked against the
+device id the token proved, never against a header alone. Who gets a token at all is decided by
+the OTA endpoint (`ota.py`, `activation.py`): with auth on, only a device that proved its
+pre-shared secret in the activation exchange, unless `open_enrollment` is set.
 """
 
 from __future__ import annotations
@@ -24,8 +30,29 @@ class AuthSettings(BaseModel):
     )
     key: str = Field("", description="HMAC key for device tokens (keep it in a Secret).")
     expire_seconds: int = Field(DEFAULT_EXPIRY_S, description="Token lifetime; <= 0 means 30 days.")
+    clock_skew_s: int = Field(
+        300, ge=0, description="Tokens dated further than this in the future are refused (clock skew)."
+    )
     allowed_devices: list[str] = Field(
-        default_factory=list, description="Device ids (MACs) that skip the token check."
+        default_factory=list,
+        description="With auth on, only these device ids (MACs) get tokens and sessions (empty = any).",
+    )
+    device_secrets_file: str = Field(
+        "",
+        description=(
+            "YAML {serial number or device id: secret} (hex of the eFuse HMAC key, or text; a mounted "
+            "Secret). A listed device gets its token after the OTA activation exchange proves the secret."
+        ),
+    )
+    open_enrollment: bool = Field(
+        False,
+        description=(
+            "With auth on, OTA hands a token to any device that asks (the reference server's way; "
+            "a trusted network only). Off: only activated devices get one."
+        ),
+    )
+    activation_timeout_s: int = Field(
+        300, ge=10, description="Lifetime of an activation challenge handed out by the OTA endpoint."
     )
 
 
@@ -71,11 +98,12 @@ def extract_identity(headers: Mapping[str, str], query: Mapping[str, str]) -> De
     )
 
 
+def device_allowed(device_id: str, settings: AuthSettings) -> bool:
+    return not settings.allowed_devices or device_id in {d.lower() for d in settings.allowed_devices}
+
+
 def authorize(identity: DeviceIdentity, settings: AuthSettings, now: float) -> Decision:
     if not settings.enabled:
-        return Decision(True)
-    allowed = {d.lower() for d in settings.allowed_devices}
-    if identity.device_id and identity.device_id in allowed:
         return Decision(True)
     if not settings.key:
         return Decision(False, "authentication is enabled but no key is configured")
@@ -89,7 +117,14 @@ def authorize(identity: DeviceIdentity, settings: AuthSettings, now: float) -> D
     expiry = settings.expire_seconds if settings.expire_seconds > 0 else DEFAULT_EXPIRY_S
     if now - ts > expiry:
         return Decision(False, "token expired")
+    if ts - now > settings.clock_skew_s:
+        # Otherwise a token minted (or leaked) with a far-future timestamp would never expire.
+        return Decision(False, "token from the future")
     expected = _sign(settings.key, identity.client_id, identity.device_id, ts)
-    if not hmac.compare_digest(sig, expected):
+    # Bytes, not str: compare_digest raises TypeError on a str with non-ASCII characters, and the
+    # token is whatever the client sent.
+    if not hmac.compare_digest(sig.encode("utf-8", "surrogatepass"), expected.encode()):
         return Decision(False, "bad token signature")
+    if not device_allowed(identity.device_id, settings):  # the id the token proved, not a header
+        return Decision(False, "device not on the allow-list")
     return Decision(True)

@@ -154,18 +154,38 @@ class Conversation:
         self._language: Language = self._parse_language(settings.language)
         self.last_turn: TurnTimes | None = None
         self._last_vad_complaint = -VAD_COMPLAINT_INTERVAL_S
+        self._vad_open = False
+        self._last_vad_open_try = -VAD_COMPLAINT_INTERVAL_S
 
     @staticmethod
     def _parse_language(value: str) -> Language:
         return value if value in ("zh", "en") else "auto"  # type: ignore[return-value]
 
     async def open(self) -> None:
-        await self.stages.vad.open(self.session_id)
+        """Open the session's VAD stream. A VAD stage that is down does not end the session: the
+        device is told (`vad_failed`) and the stream is opened again at a later listen turn."""
+        await self._ensure_vad_open()
+
+    async def _ensure_vad_open(self) -> bool:
+        if self._vad_open:
+            return True
+        now = time.monotonic()
+        if now - self._last_vad_open_try < VAD_COMPLAINT_INTERVAL_S:
+            return False  # audio arrives every 60 ms: do not hammer a stage that is down
+        self._last_vad_open_try = now
+        try:
+            await self.stages.vad.open(self.session_id)
+        except VoicePipelineError as exc:
+            await self._vad_trouble(exc)
+            return False
+        self._vad_open = True
+        return True
 
     async def close(self) -> None:
         await self.cancel_reply(send_stop=False)
-        with contextlib.suppress(Exception):
-            await self.stages.vad.close(self.session_id)
+        if self._vad_open:
+            with contextlib.suppress(Exception):
+                await self.stages.vad.close(self.session_id)
 
     # --- device messages ----------------------------------------------------------------------
     async def listen_start(self, mode: str) -> None:
@@ -173,10 +193,12 @@ class Conversation:
         self.listening = True
         self._buffer.clear()
         if mode == "manual":
-            # Push-to-talk: the press is the speech start. Unmarked, the buffer would keep trimming
-            # itself to the VAD's pre-roll (no VAD runs in this mode) and only the last 0.8 s of
-            # what was said would reach the ASR.
+            # Push-to-talk: the button, not the VAD, says when speech starts. Without a marked
+            # start the buffer would keep trimming itself to the pre-roll while the user talks.
             self._buffer.speech_start = self._buffer.base
+            return
+        if not await self._ensure_vad_open():
+            return
         try:
             await self.stages.vad.reset(self.session_id)
         except VoicePipelineError as exc:
@@ -186,7 +208,8 @@ class Conversation:
         """Push-to-talk release: transcribe what was buffered (manual mode)."""
         self.listening = False
         if self.mode == "manual" and self._buffer.size:
-            self._buffer.speech_start = self._buffer.speech_start or self._buffer.base
+            if self._buffer.speech_start is None:
+                self._buffer.speech_start = self._buffer.base
             await self._end_of_speech(self._buffer.cut())
 
     async def detect(self, text: str) -> None:
@@ -205,8 +228,14 @@ class Conversation:
         if self.speaking and self.mode != "realtime":
             return
         if self.mode == "manual":
+            if self._buffer.speech_start is None:
+                self._buffer.speech_start = self._buffer.base  # audio after a cut is speech too
             self._buffer.append(pcm)
             self._fed += len(pcm)
+            if self._buffer.speech_samples() > self.settings.max_utterance_s * VAD_SAMPLE_RATE:
+                await self._end_of_speech(self._buffer.cut())  # a held button must not grow memory
+            return
+        if not await self._ensure_vad_open():
             return
         try:
             events = await self.stages.vad.feed(self.session_id, pcm)
@@ -242,12 +271,14 @@ class Conversation:
     async def _transcribe_and_reply(self, utterance: Int16Array, times: TurnTimes) -> None:
         try:
             transcript = await self.stages.asr.transcribe(utterance, self._language)
-        except OverloadedError as exc:
-            await self._send_error("overloaded", str(exc))
-            return
         except VoicePipelineError as exc:
-            log.warning("session %s: ASR failed: %s", self.session_id, exc)
-            await self._send_error("asr_failed", str(exc))
+            code = "overloaded" if isinstance(exc, OverloadedError) else "asr_failed"
+            if code == "asr_failed":
+                log.warning("session %s: ASR failed: %s", self.session_id, exc)
+            await self._send_error(code, str(exc))
+            # No reply will come: `tts stop` ends the turn on the device at once (back to
+            # listening in auto mode, idle in manual) instead of leaving it waiting for audio.
+            await self.out.send_json(proto.tts_stop(self.session_id))
             return
         times.stt = time.monotonic()
         text = transcript.text.strip()

@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from voice_pipeline.gateway.auth import AuthSettings, make_token
+from voice_pipeline.gateway.activation import Activations
+from voice_pipeline.gateway.auth import AuthSettings, device_allowed, make_token
 
 
 class OtaSettings(BaseModel):
@@ -19,6 +20,12 @@ class OtaSettings(BaseModel):
     firmware_url: str = Field("", description="Firmware download URL (empty = no upgrade).")
     timezone_offset_minutes: int = Field(480, description="Added to the device clock (480 = UTC+8).")
     binary_protocol_version: int = Field(1, ge=1, le=3, description="websocket.version handed to devices.")
+    max_body_bytes: int = Field(
+        65536, ge=1024, description="Largest OTA request body (a device sends ~1 kB); larger gets 413."
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="An OTA request body not received within this gets 408."
+    )
 
 
 def build_ota_response(
@@ -28,18 +35,31 @@ def build_ota_response(
     auth_settings: AuthSettings,
     websocket_url: str,
     now: float,
+    activations: Activations | None = None,
 ) -> dict[str, Any]:
+    """With auth on, a token goes only to an allowed device that has activated (proved its
+    pre-shared secret; a provisioned device that has not is handed the activation challenge) or,
+    with `open_enrollment`, to any allowed device: never to whoever merely names a Device-Id."""
     h = {k.lower(): v for k, v in headers.items()}
     device_id = (h.get("device-id") or "").strip().lower()
     client_id = (h.get("client-id") or "").strip()
     if not device_id or not client_id:
         return {"success": False, "message": "request error."}  # the reference server's exact answer
     token = ""
-    allowed = {d.lower() for d in auth_settings.allowed_devices}
-    if auth_settings.enabled and auth_settings.key and device_id not in allowed:
-        token = make_token(auth_settings.key, client_id, device_id, now)
-    return {
+    activation: dict[str, Any] | None = None
+    if auth_settings.enabled and auth_settings.key and device_allowed(device_id, auth_settings):
+        serial = (h.get("serial-number") or "").strip()
+        if activations is not None and activations.activated(device_id, client_id):
+            token = make_token(auth_settings.key, client_id, device_id, now)
+        elif activations is not None and activations.secret_for(serial, device_id) is not None:
+            activation = activations.offer(device_id, client_id, now)
+        elif auth_settings.open_enrollment:
+            token = make_token(auth_settings.key, client_id, device_id, now)
+    reply: dict[str, Any] = {
         "server_time": {"timestamp": int(now * 1000), "timezone_offset": settings.timezone_offset_minutes},
         "firmware": {"version": settings.firmware_version, "url": settings.firmware_url},
         "websocket": {"url": websocket_url, "token": token, "version": settings.binary_protocol_version},
     }
+    if activation is not None:
+        reply["activation"] = activation
+    return reply

@@ -5,13 +5,18 @@ xinnan-tech/xiaozhi-esp32-server).
 
 Errors to devices. Firmware ignores message types it does not know, so problems are reported as
 `{"type": "error", "code": "...", "message": "...", "session_id": "..."}`: harmless to a real
-device, readable by tools and the simulator. Codes: hello_required, unsupported_audio, bad_message,
-unknown_type, bad_audio, overloaded, asr_failed, reply_failed, reply_timeout, busy.
+device, readable by tools and the simulator. Codes (`ERROR_CODES`): hello_required,
+unsupported_audio, bad_message, unknown_type, bad_audio, audio_too_fast, rate_limited, overloaded,
+vad_failed, asr_failed, reply_failed, reply_timeout, busy, too_many_connections. Problems that
+repeat with every frame (bad_audio, audio_too_fast, rate_limited, vad_failed) are reported once
+per burst, not once per frame.
 
 Close codes (WebSocket):
   1000 normal (exit command)            1001 going away (server shutdown / session ended)
+  1008 policy violation (message rate far over the limit)
   1009 message too big (> max_message_bytes, sent by the server library)
-  1013 try again later (server at capacity)
+  1013 try again later (server at capacity, too many connections waiting for hello or from
+       one address)
   4000 protocol error (unsupported hello)  4001 authentication failed (after the text "认证失败")
   4002 no hello within the timeout         4003 idle timeout
 """
@@ -28,6 +33,7 @@ from voice_pipeline.common.errors import ProtocolError
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 CLOSE_PROTOCOL_ERROR = 4000
@@ -35,6 +41,26 @@ CLOSE_AUTH_FAILED = 4001
 CLOSE_HELLO_TIMEOUT = 4002
 CLOSE_IDLE_TIMEOUT = 4003
 AUTH_FAILED_TEXT = "认证失败"  # what the reference server sends before closing
+
+ERROR_CODES = frozenset(
+    {
+        "hello_required",
+        "unsupported_audio",
+        "bad_message",
+        "unknown_type",
+        "bad_audio",
+        "audio_too_fast",
+        "rate_limited",
+        "overloaded",
+        "vad_failed",
+        "asr_failed",
+        "reply_failed",
+        "reply_timeout",
+        "busy",
+        "too_many_connections",
+    }
+)
+CLOSE_CODES = frozenset({1000, 1001, 1008, 1009, 1013, 4000, 4001, 4002, 4003})
 
 MAX_TEXT_BYTES = 16384
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
@@ -153,6 +179,9 @@ def parse_text(frame: str) -> DeviceMessage:
         body = json.loads(frame)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"message is not valid JSON ({exc.msg} at char {exc.pos})") from None
+    except RecursionError:
+        # '[' * 8000 fits in 16 KiB and exhausts the JSON decoder's recursion limit.
+        raise ProtocolError("message is nested too deeply") from None
     if not isinstance(body, dict):
         raise ProtocolError("message must be a JSON object with a 'type'")
     kind = body.get("type")
@@ -254,6 +283,7 @@ def tts_stop(session_id: str) -> dict[str, Any]:
 
 
 def error(code: str, message: str, session_id: str = "") -> dict[str, Any]:
+    assert code in ERROR_CODES, code  # every code a device can get is documented above
     body: dict[str, Any] = {"type": "error", "code": code, "message": message}
     if session_id:
         body["session_id"] = session_id

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voice_pipeline.common.errors import ConfigError
 from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.common.secrets import read_token_file
 from voice_pipeline.gateway.app import create_gateway_app
 from voice_pipeline.gateway.auth import AuthSettings
 from voice_pipeline.gateway.conversation import Stages
@@ -44,6 +45,13 @@ class StagesSettings(BaseModel):
     )
     connect_timeout_s: float = Field(3.0, gt=0, description="Connect timeout to a stage replica.")
     max_message_bytes: int = Field(4 << 20, ge=65536, description="Largest transport frame.")
+    auth_token_file: str = Field(
+        "",
+        description=(
+            "File holding the shared secret the stage services check (VP_SERVICE__AUTH_TOKEN_FILE "
+            "there); empty = send none (local development only)."
+        ),
+    )
 
     def urls(self) -> dict[str, str]:
         urls = {"vad": self.vad_url, "asr": self.asr_url, "llm": self.llm_url, "tts": self.tts_url}
@@ -81,9 +89,15 @@ class GatewayServiceSettings(BaseSettings):
 @asynccontextmanager
 async def remote_stages(settings: StagesSettings, pools: dict[str, ReplicaPool]) -> AsyncIterator[Stages]:
     """Connect to every replica of every stage; unreachable ones are retried in the background."""
+    token = read_token_file(settings.auth_token_file, "stage auth token")
     for stage, url in settings.urls().items():
         pools[stage] = ReplicaPool(
-            stage, url, settings.resolve_interval_s, settings.connect_timeout_s, settings.max_message_bytes
+            stage,
+            url,
+            settings.resolve_interval_s,
+            settings.connect_timeout_s,
+            settings.max_message_bytes,
+            auth_token=token,
         )
     try:
         await asyncio.gather(*(pool.start() for pool in pools.values()))
@@ -100,6 +114,7 @@ async def remote_stages(settings: StagesSettings, pools: dict[str, ReplicaPool])
 
 def create_app(settings: GatewayServiceSettings, metrics: Metrics | None = None) -> FastAPI:
     settings.stages.urls()  # missing URLs fail at start-up, not at the first device
+    read_token_file(settings.stages.auth_token_file, "stage auth token")  # and so does a bad file
     pools: dict[str, ReplicaPool] = {}
     history = settings.llm
 

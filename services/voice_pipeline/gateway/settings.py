@@ -21,11 +21,41 @@ class GatewaySettings(BaseModel):
     playback_lead_ms: int = Field(
         300, ge=60, le=2000, description="Audio sent ahead of playback; the device queue holds 2.4 s."
     )
-    hello_timeout_s: float = Field(10.0, gt=0, description="Close a connection that sends no hello in time.")
+    hello_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Close a connection that sends no hello in time (firmware sends it at once).",
+    )
     idle_timeout_s: float = Field(
         120.0, gt=0, description="Close a session after this long without voice or messages."
     )
-    max_sessions: int = Field(500, ge=1, description="Refuse new devices beyond this (close code 1013).")
+    max_sessions: int = Field(
+        500, ge=1, description="Sessions (connections past hello) beyond this are refused (close code 1013)."
+    )
+    max_pending_hello: int = Field(
+        256, ge=1, description="Connections waiting for their hello at once; more are refused (1013)."
+    )
+    max_connections_per_ip: int = Field(
+        32, ge=0, description="Connections from one address (a NAT may hold several devices); 0 = no limit."
+    )
+    uplink_realtime_factor: float = Field(
+        1.5, gt=0, description="Uplink audio accepted per second of wall time; faster audio is dropped."
+    )
+    uplink_burst_s: float = Field(
+        6.0,
+        gt=0,
+        description=(
+            "Audio seconds a device may send ahead of that budget: network jitter and this server's "
+            "own stalls (frames queued while the loop was busy arrive at once; 2 s cut real devices "
+            "in the 20-device soak on a loaded box)."
+        ),
+    )
+    max_messages_per_s: float = Field(
+        100.0, gt=0, description="Messages per second per connection (60 ms audio is ~17); more are dropped."
+    )
+    message_burst: int = Field(
+        200, ge=1, description="Messages allowed ahead of that rate; as many more dropped close with 1008."
+    )
     max_message_bytes: int = Field(
         65536, ge=1024, description="Largest WebSocket message accepted; larger closes with 1009."
     )

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -26,6 +28,30 @@ log = logging.getLogger(__name__)
 
 class LlamaServerError(VoicePipelineError):
     pass
+
+
+# What the child inherits: nothing else. llama-cpp-python's server reads its settings (host, port,
+# api_key, model, n_ctx, ...) from environment variables of the same names *ahead of* its flags,
+# so a PORT or HOST meant for something else hijacked it (HOST=0.0.0.0 exposed an
+# unauthenticated LLM on every interface). Only what a Python process and libc need passes.
+CHILD_ENV_ALLOWED = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH",
+)
+
+
+def child_environment(parent: Mapping[str, str]) -> dict[str, str]:
+    """The environment of the llama.cpp server: the allow-list above, taken from `parent`."""
+    return {key: parent[key] for key in CHILD_ENV_ALLOWED if key in parent}
 
 
 def free_port() -> int:
@@ -77,7 +103,9 @@ class LlamaCppServer:
             "--interrupt_requests", "False",
         ]  # fmt: skip
         started = time.monotonic()
-        self._process = await asyncio.create_subprocess_exec(*cmd, stdout=self._log, stderr=self._log)
+        self._process = await asyncio.create_subprocess_exec(
+            *cmd, stdout=self._log, stderr=self._log, env=child_environment(os.environ)
+        )
         async with httpx.AsyncClient(timeout=2) as client:
             while time.monotonic() - started < self.ready_timeout_s:
                 if self._process.returncode is not None:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -50,14 +50,23 @@ class StageConnection:
     """One WebSocket to one replica; `request` for one answer, `stream` for several."""
 
     def __init__(
-        self, stage: str, address: str, connect_timeout_s: float = 3.0, max_message_bytes: int = 4 << 20
+        self,
+        stage: str,
+        address: str,
+        connect_timeout_s: float = 3.0,
+        max_message_bytes: int = 4 << 20,
+        auth_token: str = "",
     ) -> None:
         self.stage = stage
+        self._auth_token = auth_token  # the stages' shared secret; sent only in the upgrade header
         self.address = address  # "ip:port" or "[v6]:port"
         self.url = f"ws://{address}{STREAM_PATH}"
         self.connect_timeout_s = connect_timeout_s
         self.max_message_bytes = max_message_bytes
         self.draining = False
+        # Called when the replica says it drains: its pool re-resolves at once, since the replica
+        # replacing it (a rolling update) is already Ready and will take the work.
+        self.on_drain: Callable[[], None] | None = None
         self.sessions = 0  # long-lived sessions (VAD streams) placed here
         self.inflight = 0  # requests waiting for their answer
         self._ws: ClientConnection | None = None
@@ -78,8 +87,10 @@ class StageConnection:
     async def start(self) -> None:
         """Connect and check the replica serves the expected stage (its HELLO frame)."""
         try:
+            headers = {"Authorization": f"Bearer {self._auth_token}"} if self._auth_token else None
             self._ws = await connect(
                 self.url,
+                additional_headers=headers,
                 open_timeout=self.connect_timeout_s,
                 max_size=self.max_message_bytes,
                 ping_interval=20,
@@ -130,6 +141,8 @@ class StageConnection:
                 if frame.kind == Kind.DRAIN:
                     log.info("%s replica %s is draining", self.stage, self.address)
                     self.draining = True
+                    if self.on_drain is not None:
+                        self.on_drain()
                     continue
                 queue = self._pending.get(frame.request)
                 if queue is not None:

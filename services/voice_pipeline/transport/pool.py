@@ -59,8 +59,10 @@ class ReplicaPool:
         connect_timeout_s: float = 3.0,
         max_message_bytes: int = 4 << 20,
         resolver: Resolver | None = None,
+        auth_token: str = "",
     ) -> None:
         self.stage = stage
+        self._auth_token = auth_token
         self.resolver: Resolver = resolver or resolve
         self.host, self.port = split_stage_url(url)
         self.resolve_interval_s = resolve_interval_s
@@ -124,6 +126,18 @@ class ReplicaPool:
             )
         return self.connections[address]
 
+    async def pick_ready(self, exclude: StageConnection | None = None) -> StageConnection:
+        """`pick`, but when no replica is connected, first re-resolve and re-dial once (bounded by
+        the connect timeout): in a rolling update the replaced replica may be gone a moment before
+        this gateway dialled its successor, which is Ready and in DNS already."""
+        try:
+            return self.pick(exclude)
+        except ProviderUnavailableError:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.connect_timeout_s + 1.0):
+                    await self.refresh()
+            return self.pick(exclude)
+
     def should_move(self, connection: StageConnection) -> bool:
         return replicas.should_move(self.view(connection), self.views())
 
@@ -171,7 +185,9 @@ class ReplicaPool:
                     self._warned = {w for w in self._warned if not w.endswith(address)}
 
     async def _dial(self, address: str) -> StageConnection | None:
-        connection = StageConnection(self.stage, address, self.connect_timeout_s, self.max_message_bytes)
+        connection = StageConnection(
+            self.stage, address, self.connect_timeout_s, self.max_message_bytes, self._auth_token
+        )
         try:
             await connection.start()
         except ProviderUnavailableError as exc:
@@ -180,6 +196,7 @@ class ReplicaPool:
         log.info(
             "%s: connected to replica %s%s", self.stage, address, " (draining)" if connection.draining else ""
         )
+        connection.on_drain = self._kick_refresh
         return connection
 
     def _warn_once(self, key: str, message: str) -> None:

@@ -46,14 +46,14 @@ class RemoteVad:
         self._sessions: dict[str, _VadSession] = {}
 
     async def open(self, session_id: str) -> None:
-        connection = await self._open_on(session_id, self.pool.pick())
+        connection = await self._open_on(session_id, await self.pool.pick_ready())
         self._sessions[session_id] = _VadSession(connection)
 
     async def _open_on(self, session_id: str, connection: StageConnection) -> StageConnection:
         try:
             await connection.request(Kind.VAD_OPEN, session_id)
         except ConnectionLost:
-            connection = self.pool.pick(exclude=connection)
+            connection = await self.pool.pick_ready(exclude=connection)
             await connection.request(Kind.VAD_OPEN, session_id)
         connection.sessions += 1
         return connection
@@ -96,7 +96,7 @@ class RemoteVad:
         if old.connected:
             with contextlib.suppress(VoicePipelineError):
                 await old.request(Kind.VAD_CLOSE, session_id)
-        session.connection = await self._open_on(session_id, self.pool.pick(exclude=old))
+        session.connection = await self._open_on(session_id, await self.pool.pick_ready(exclude=old))
         session.offset = session.fed
         if session.connection is not old:
             log.info("VAD session %s moved %s -> %s", session_id[:8], old.address, session.connection.address)
@@ -114,11 +114,13 @@ class RemoteAsr:
 
     async def transcribe(self, pcm: Int16Array, language: Language) -> Transcript:
         payload = wire.encode_asr_request(language, pcm)
-        connection = self.pool.pick()
+        connection = await self.pool.pick_ready()
         try:
             answer = await connection.request(Kind.ASR_TRANSCRIBE, payload=payload)
         except ConnectionLost:
-            answer = await self.pool.pick(exclude=connection).request(Kind.ASR_TRANSCRIBE, payload=payload)
+            answer = await (await self.pool.pick_ready(exclude=connection)).request(
+                Kind.ASR_TRANSCRIBE, payload=payload
+            )
         body = wire.decode_json(answer.payload)
         return Transcript(str(body["text"]), str(body["language"]), float(body["audio_seconds"]))
 
@@ -146,7 +148,7 @@ class RemoteTts:
 async def _stream_with_retry(pool: ReplicaPool, kind: Kind, payload: bytes) -> AsyncIterator[Frame]:
     """A stream from one replica; if that replica vanishes before the first frame, the same request
     goes to another. After the first frame the loss is raised: half a reply was already spoken."""
-    connection = pool.pick()
+    connection = await pool.pick_ready()
     started = False
     try:
         async with contextlib.aclosing(connection.stream(kind, payload=payload)) as frames:
@@ -157,7 +159,7 @@ async def _stream_with_retry(pool: ReplicaPool, kind: Kind, payload: bytes) -> A
     except ConnectionLost:
         if started:
             raise
-    retry = pool.pick(exclude=connection)
+    retry = await pool.pick_ready(exclude=connection)
     async with contextlib.aclosing(retry.stream(kind, payload=payload)) as frames:
         async for frame in frames:
             yield frame
