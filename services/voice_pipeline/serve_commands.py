@@ -214,6 +214,11 @@ def _run(settings: Any) -> int:
         f"or WebSocket ws://{host}:{gw.port}/xiaozhi/v1/ (metrics on /metrics)",
         file=sys.stderr,
     )
+    # Browsers give the microphone only to https:// pages and localhost, hence localhost here.
+    print(
+        f"talk in a browser: http://localhost:{gw.port}/ (status: http://localhost:{gw.port}/status)",
+        file=sys.stderr,
+    )
     uvicorn.run(
         app,
         host=gw.host,

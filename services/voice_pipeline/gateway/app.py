@@ -28,7 +28,7 @@ from voice_pipeline.common.audio import AudioError, OpusDecoder, resample
 from voice_pipeline.common.errors import ProtocolError
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.stages import VAD_SAMPLE_RATE
-from voice_pipeline.gateway import auth, ota
+from voice_pipeline.gateway import auth, ota, web
 from voice_pipeline.gateway import protocol as proto
 from voice_pipeline.gateway.activation import Activations, load_device_secrets
 from voice_pipeline.gateway.admission import UplinkAdmission
@@ -198,6 +198,7 @@ def create_gateway_app(
 
     app.add_api_websocket_route("/xiaozhi/v1/", websocket_handler)
     app.add_api_websocket_route("/xiaozhi/v1", websocket_handler)
+    web.mount(app, metrics)  # the talk and status pages (gateway/web.py)
     return app
 
 
