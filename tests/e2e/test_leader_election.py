@@ -88,7 +88,7 @@ def test_missing_peering_object_is_a_clear_error(kube: Cluster, namespace: str, 
         capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
         env={**os.environ, "KUBECONFIG": str(kube.kubeconfig), "VP_OPERATOR_METRICS_PORT": "0"},
     )  # fmt: skip
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr  # a configuration error (exit 2)
     assert f"the KopfPeering 'absent' does not exist in namespace(s) {namespace}" in result.stderr
     assert f"kubectl -n {namespace} apply -f -" in result.stderr and "--standalone" in result.stderr
 

@@ -127,16 +127,22 @@ class ReplicaPool:
         return self.connections[address]
 
     async def pick_ready(self, exclude: StageConnection | None = None) -> StageConnection:
-        """`pick`, but when no replica is connected, first re-resolve and re-dial once (bounded by
-        the connect timeout): in a rolling update the replaced replica may be gone a moment before
-        this gateway dialled its successor, which is Ready and in DNS already."""
-        try:
-            return self.pick(exclude)
-        except ProviderUnavailableError:
+        """`pick`, but when no replica is connected, keep re-resolving and re-dialling for up to the
+        connect timeout (+1 s) first: in a rolling update the replaced replica may be gone a moment
+        before this gateway has dialled its successor, which is Ready and about to be in DNS."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout_s + 1.0
+        while True:
+            try:
+                return self.pick(exclude)
+            except ProviderUnavailableError:
+                if loop.time() >= deadline:
+                    raise
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.connect_timeout_s + 1.0):
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
                     await self.refresh()
-            return self.pick(exclude)
+            if not self.ready:
+                await asyncio.sleep(0.25)
 
     def should_move(self, connection: StageConnection) -> bool:
         return replicas.should_move(self.view(connection), self.views())
