@@ -203,7 +203,7 @@ def test_load_scales_asr_out_and_back_in_with_no_device_noticing(
         decided = mark(f"decision: asr 1 -> {replicas} replicas")
         events = get(kube, ns, "events", "--field-selector", "involvedObject.kind=VoicePipeline")["items"]
         scaled = [e["message"] for e in events if e["reason"] == "ScaledUp"]
-        assert scaled and "asr" in scaled[-1], [e["reason"] for e in events]
+        assert any(m.startswith("asr ") for m in scaled), scaled  # (other stages may scale too: tts did)
         wait_for(
             "the new asr replicas Ready",
             lambda: get(kube, ns, "deployment", ASR)["status"].get("readyReplicas") == replicas,
