@@ -34,10 +34,13 @@ calibrate: install ## re-measure the cost profile on this machine (writes operat
 	$(VENV)/bin/voice-pipeline calibrate --output operator/voice_operator/data/cost-profile.json
 
 # A local one-node cluster whose Pods run (voice-pipeline cluster; services/voice_pipeline/devcluster).
-.PHONY: cluster-up cluster-down cluster-packages
+.PHONY: cluster-up cluster-down cluster-packages e2e-closed-loop
 
 cluster-up: install kube-bins cluster-packages docker-engine ## start a local one-node cluster (kubelet on the Docker engine) and print its KUBECONFIG
 	$(VENV)/bin/voice-pipeline cluster up
 
 cluster-down: $(INSTALL_STAMP) ## stop the local cluster started by cluster-up (its Pods, rules and processes)
 	$(VENV)/bin/voice-pipeline cluster down
+
+e2e-closed-loop: install kube-bins cluster-packages docker-engine images ## the closed loop on running Pods (tests/e2e/test_closed_loop.py; not in `make test` yet)
+	VP_E2E_CLOSED_LOOP=1 VP_E2E_REQUIRE_PODS=1 $(PY) -m pytest tests/e2e/test_closed_loop.py -s -q $(PYTEST_ARGS)
