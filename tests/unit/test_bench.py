@@ -132,20 +132,27 @@ def test_tts_emulator_audio_lasts_as_long_as_speech() -> None:
 def test_tree_sampler_measures_a_busy_child_and_survives_its_exit() -> None:
     import subprocess
     import sys
+    import time
 
     from voice_pipeline.bench.procstat import TreeSampler
 
+    # Busy for 0.6 s of CPU, then blocked on stdin until the test has seen a sample of that work
+    # (bounded): a fixed idle time raced the sampler thread on a loaded box.
     child = subprocess.Popen(
-        # Busy for 0.6 s of CPU, then idle long enough for a sample to see all of it before exit
-        # (on a loaded box the last sample before a busy exit can miss the final stretch, and the
-        # sampler thread itself can wait its turn for most of a second).
         [
             sys.executable,
             "-c",
-            "import time\nt=time.process_time()\nwhile time.process_time()-t<0.6: pass\ntime.sleep(2.0)",
-        ]
+            "import sys, time\nt=time.process_time()\nwhile time.process_time()-t<0.6: pass\nsys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
     )
     sampler = TreeSampler({"child": child.pid}, interval=0.1).start()
+    deadline = time.monotonic() + 20
+    track = sampler._tracks["child"]
+    while track.cpu1 - track.cpu0 < 0.5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert child.stdin is not None
+    child.stdin.close()
     child.wait()
     usage = sampler.stop()["child"]
     assert usage["cpu_seconds"] >= 0.3  # measured before it exited, not zero or negative after
