@@ -203,11 +203,17 @@ def deployment(
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     # The llm router's providers: their settings as env, their API keys as mounted Secret files.
-    provider_env, volumes, mounts = llm_provider_pod_parts(providers if stage == "llm" else ())
+    provider_env, provider_volumes, provider_mounts = llm_provider_pod_parts(
+        providers if stage == "llm" else ()
+    )
     auth_env, auth_volumes, auth_mounts = stage_auth_pod_parts(stage, stage_auth)
-    provider_env, volumes, mounts = provider_env + auth_env, volumes + auth_volumes, mounts + auth_mounts
-    if provider_env:
-        container["env"] = [*container["env"], *provider_env]
+    extra_env, volumes, mounts = (
+        provider_env + auth_env,
+        provider_volumes + auth_volumes,
+        provider_mounts + auth_mounts,
+    )
+    if extra_env:
+        container["env"] = [*container["env"], *extra_env]
     if mounts:
         container["volumeMounts"] = [*container["volumeMounts"], *mounts]
     return {

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -204,7 +205,11 @@ def _check_prerequisites() -> None:
 
 
 def _wait(
-    what: str, check: object, timeout: float, processes: dict[str, subprocess.Popen[bytes]], logs: Path
+    what: str,
+    check: Callable[[], bool],
+    timeout: float,
+    processes: dict[str, subprocess.Popen[bytes]],
+    logs: Path,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -214,15 +219,15 @@ def _wait(
                 # Go's fatal errors come with every goroutine's stack: keep the log lines, not those.
                 tail = "\n".join(line for line in lines if line[:1] in "IWEF" and line[1:2].isdigit())[-1500:]
                 raise ClusterError(f"{name} exited with {p.returncode} while waiting for {what}:\n{tail}")
-        if callable(check) and check():
+        if check():
             return
         time.sleep(0.5)
     raise ClusterError(f"{what} not ready within {timeout:.0f} s; logs in {logs}")
 
 
-def up(workdir: Path | None = None, progress: object = None) -> ClusterState:
+def up(workdir: Path | None = None, progress: Callable[[str], None] | None = None) -> ClusterState:
     """Start every component; return once the node is Ready. Raises ClusterError with what to do."""
-    say = progress if callable(progress) else (lambda _msg: None)
+    say = progress or (lambda _msg: None)
     _check_prerequisites()
     bridge = bridge_address()
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="vp-cluster-"))
