@@ -24,7 +24,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from voice_operator.capacity import TARGET_UTILIZATION, Budget, budget_for
+from voice_operator.capacity import (
+    SCHEMA_MAX_NODES,
+    TARGET_UTILIZATION,
+    Budget,
+    Usage,
+    budget_for,
+    nodes_for,
+    smallest_node_size,
+)
 from voice_operator.profiles import NODE_SIZES, NodeProfile
 from voice_operator.prometheus import Snapshot, StageSignals
 from voice_operator.quantity import format_cpu, format_memory
@@ -210,37 +218,24 @@ def _covered(window: Sequence[Snapshot], now: float, seconds: float) -> list[Sna
     return [s for s in window if s.time >= now - seconds]
 
 
-def _usage(states: Mapping[str, StageState]) -> tuple[float, float]:
-    return (
-        sum(s.cpu_request * s.replicas for s in states.values()),
-        sum(s.memory_mib * s.replicas for s in states.values()),
-    )
-
-
 def _fits(states: Mapping[str, StageState], budget: Budget) -> bool:
-    cpu, memory = _usage(states)
-    return cpu <= budget.cpu + 1e-9 and memory <= budget.memory_mib + 1e-9
+    return budget.holds(Usage.of(states.values()))
 
 
 def recommend(states: Mapping[str, StageState], where: NodeBudget) -> str:
-    """The next node size that holds these replicas, else the node count."""
-    cpu, memory = _usage(states)
-    need = f"{format_cpu(cpu)} CPU and {format_memory(memory)}"
+    """The next node size that holds these replicas, else the node count (the plan's own search)."""
+    usage = Usage.of(states.values())
+    size = smallest_node_size(usage, where.nodes) if where.node.name in NODE_SIZES else ""
+    if size and size != where.node.name:
+        return f"the live load needs {usage}: use nodeSize {size} (x {where.nodes})"
+    nodes = max(where.nodes + 1, nodes_for(usage, where.node))
+    if nodes > SCHEMA_MAX_NODES:
+        return f"the live load needs {usage}: more than {SCHEMA_MAX_NODES} nodes of {where.node.name}"
     have = where.budget
-    if where.node.name in NODE_SIZES:
-        names = list(NODE_SIZES)
-        for name in names[names.index(where.node.name) + 1 :]:
-            b = budget_for(NODE_SIZES[name], where.nodes)
-            if cpu <= b.cpu + 1e-9 and memory <= b.memory_mib + 1e-9:
-                return f"the live load needs {need}: use nodeSize {name} (x {where.nodes})"
-    for nodes in range(where.nodes + 1, 101):
-        b = budget_for(where.node, nodes)
-        if cpu <= b.cpu + 1e-9 and memory <= b.memory_mib + 1e-9:
-            return (
-                f"the live load needs {need}, the budget is {format_cpu(have.cpu)} CPU and "
-                f"{format_memory(have.memory_mib)}: use maxNodes: {nodes} of {where.node.name}"
-            )
-    return f"the live load needs {need}: more than 100 nodes of {where.node.name}"
+    return (
+        f"the live load needs {usage}, the budget is {format_cpu(have.cpu)} CPU and "
+        f"{format_memory(have.memory_mib)}: use maxNodes: {nodes} of {where.node.name}"
+    )
 
 
 def decide(

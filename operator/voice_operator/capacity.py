@@ -18,9 +18,10 @@ the next one does not). The plans for 1..d are computed once per spec shape and 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from voice_operator.profiles import (
     CALIBRATED_ENTRIES,
@@ -128,6 +129,55 @@ class Budget:
     cpu: float
     memory_mib: float
 
+    def holds(self, usage: Usage) -> bool:
+        return usage.cpu <= self.cpu + 1e-9 and usage.memory_mib <= self.memory_mib + 1e-9
+
+
+class Placed(Protocol):
+    """A stage as the budget sees it: replicas of one size (a StagePlan, an autoscaler StageState)."""
+
+    @property
+    def replicas(self) -> int: ...
+    @property
+    def cpu_request(self) -> float: ...
+    @property
+    def memory_mib(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What replicas request from the node budget: the one sum the plan and the autoscaler share."""
+
+    cpu: float
+    memory_mib: float
+
+    @classmethod
+    def of(cls, stages: Iterable[Placed]) -> Usage:
+        placed = list(stages)
+        return cls(
+            sum(s.cpu_request * s.replicas for s in placed), sum(s.memory_mib * s.replicas for s in placed)
+        )
+
+    def __str__(self) -> str:
+        return f"{format_cpu(self.cpu)} CPU and {format_memory(self.memory_mib)}"
+
+
+def nodes_for(usage: Usage, node: NodeProfile) -> int:
+    """Nodes of this size whose budget holds `usage` (SCHEMA_MAX_NODES + 1: none can)."""
+    per_node = budget_for(node, 1)
+    if per_node.cpu <= 0 or per_node.memory_mib <= 0:
+        return SCHEMA_MAX_NODES + 1
+    return max(
+        1,
+        math.ceil(usage.cpu / per_node.cpu - 1e-9),
+        math.ceil(usage.memory_mib / per_node.memory_mib - 1e-9),
+    )
+
+
+def smallest_node_size(usage: Usage, nodes: int) -> str:
+    """The smallest named node size whose `nodes` nodes hold `usage`; "" when none does."""
+    return next((name for name, size in NODE_SIZES.items() if nodes_for(usage, size) <= nodes), "")
+
 
 @dataclass
 class Plan:
@@ -144,16 +194,20 @@ class Plan:
     problems: list[str] = field(default_factory=list)
 
     @property
+    def usage(self) -> Usage:
+        return Usage.of(self.stages.values())
+
+    @property
     def cpu_used(self) -> float:
-        return sum(s.cpu_request * s.replicas for s in self.stages.values())
+        return self.usage.cpu
 
     @property
     def memory_used(self) -> float:
-        return sum(s.memory_mib * s.replicas for s in self.stages.values())
+        return self.usage.memory_mib
 
     @property
     def fits(self) -> bool:
-        return _fits(self.stages.values(), self.budget)
+        return not any(s.capped for s in self.stages.values()) and self.budget.holds(self.usage)
 
     def as_status(self) -> dict[str, Any]:
         return {
@@ -170,15 +224,6 @@ class Plan:
             "stages": {name: s.as_status() for name, s in self.stages.items()},
             "recommendation": self.recommendation,
         }
-
-
-def _fits(stages: Any, budget: Budget) -> bool:
-    plans = list(stages)
-    return (
-        not any(s.capped for s in plans)
-        and sum(s.cpu_request * s.replicas for s in plans) <= budget.cpu + 1e-9
-        and sum(s.memory_mib * s.replicas for s in plans) <= budget.memory_mib + 1e-9
-    )
 
 
 def budget_for(node: NodeProfile, nodes: int, reserve: Reserve | None = None) -> Budget:
@@ -374,11 +419,7 @@ class _Curve:
     def fits(self, devices: int, budget: Budget) -> bool:
         self.grow(devices)
         i = devices - 1
-        return (
-            not self.capped[i]
-            and self.cpu_total[i] <= budget.cpu + 1e-9
-            and self.memory_total[i] <= budget.memory_mib + 1e-9
-        )
+        return not self.capped[i] and budget.holds(Usage(self.cpu_total[i], self.memory_total[i]))
 
     def supported(self, budget: Budget) -> int:
         """The most devices that fit (fits is monotonic on the envelope: bisect), up to MAX_DEVICES."""
@@ -498,14 +539,9 @@ def make_plan(spec: PipelineSpec, profile: CostProfile, workload: Workload | Non
     return plan
 
 
-def nodes_needed(plan: Plan) -> int:
-    """Nodes of the plan's size whose budget holds its requests (replicas uncapped)."""
-    per_node = budget_for(plan.node, 1)
-    cpu = sum(s.cpu_request * s.needed_replicas for s in plan.stages.values())
-    memory = sum(s.memory_mib * s.needed_replicas for s in plan.stages.values())
-    if per_node.cpu <= 0 or per_node.memory_mib <= 0:
-        return SCHEMA_MAX_NODES + 1
-    return max(1, math.ceil(cpu / per_node.cpu - 1e-9), math.ceil(memory / per_node.memory_mib - 1e-9))
+def needed_usage(plan: Plan) -> Usage:
+    """What the plan would request with every stage at the replicas its load needs (uncapped)."""
+    return Usage.of(replace(s, replicas=s.needed_replicas) for s in plan.stages.values())
 
 
 def recommendation(plan: Plan, spec: PipelineSpec, profile: CostProfile, workload: Workload) -> str:
@@ -529,16 +565,16 @@ def recommendation(plan: Plan, spec: PipelineSpec, profile: CostProfile, workloa
             f"{SCHEMA_MAX_REPLICAS}); split the devices across pipelines; {here}"
         )
     changes += [f"stages.{n}.maxReplicas: {s.needed_replicas}" for n, s in capped.items()]
+    need = needed_usage(plan)
     if plan.node.name != "custom":
         # The smallest node size that takes the target in the same node count, counting the raised
         # replicas.
-        for name, size in NODE_SIZES.items():
-            sized = Plan(plan.target_devices, size, plan.nodes, plan.stages, budget_for(size, plan.nodes))
-            if nodes_needed(sized) <= plan.nodes:
-                if name != plan.node.name:
-                    changes.append(f"nodeSize: {name}")
-                return f"{spec.devices} devices need {'; '.join(changes)}; {here}"
-    nodes = nodes_needed(plan)
+        size = smallest_node_size(need, plan.nodes)
+        if size:
+            if size != plan.node.name:
+                changes.append(f"nodeSize: {size}")
+            return f"{spec.devices} devices need {'; '.join(changes)}; {here}"
+    nodes = nodes_for(need, plan.node)
     if nodes > SCHEMA_MAX_NODES:
         return (
             f"{spec.devices} devices do not fit on {SCHEMA_MAX_NODES} nodes of {plan.node.name} (the most "
