@@ -1,8 +1,9 @@
-"""The closed loop, as a kopf timer per VoicePipeline: thin I/O around the pure parts.
+"""One round of the closed loop for one VoicePipeline: thin I/O around the pure parts.
 
-Each `spec.autoscaling.intervalSeconds`: read the pipeline's signals from Prometheus -> feed the
-observed costs -> decide (autoscaler.decide) -> apply through the same reconcile as every other
-change -> `status.observed`, one Event per action, and a counter of the decisions on the
+handlers.autoscaler runs a round every `spec.autoscaling.intervalSeconds`: read the pipeline's
+signals from Prometheus -> feed the observed costs -> decide (autoscaler.decide) -> write
+`status.observed` and `status.autoscaling` (this loop's fields, and only these: context.py) -> wake
+the reconcile loop, which applies the new targets -> one Event per action, and counters on the
 operator's own /metrics. `autoscaling.enabled: false` observes and reports but never acts.
 """
 
@@ -11,29 +12,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
 
-from voice_operator import handlers
 from voice_operator.autoscaler import Config, Decision, NodeBudget, decide
 from voice_operator.capacity import NoMeasuredCost, make_plan, stage_cost
-from voice_operator.live import autoscaling_status, stage_states
+from voice_operator.context import OperatorContext, PipelineMemory, owned
+from voice_operator.live import (
+    AUTOSCALER_FIELDS,
+    autoscaling_status,
+    newest_autoscaler_fields,
+    stage_states,
+)
 from voice_operator.observed_costs import adjusted_profile, factors_from_status, observable, update_costs
-from voice_operator.profiles import Workload
-from voice_operator.prometheus import PrometheusClient, Snapshot, read_signals, selector_for
-from voice_operator.reconcile import reconcile, status_patch
+from voice_operator.profiles import CostProfile, Workload
+from voice_operator.prometheus import Snapshot, read_signals, selector_for
+from voice_operator.reconcile import status_patch
 from voice_operator.spec import PipelineSpec, SpecError, parse_spec
 from voice_pipeline import contract as c
 
 log = logging.getLogger(__name__)
-TICK_SECONDS = float(os.environ.get("VP_OPERATOR_AUTOSCALE_TICK_SECONDS", "5"))
 LAST_ACTIONS = 8
+# Before the reconcile of a new generation has run, the round waits this long and looks again.
+NOT_RECONCILED_RETRY_S = 1.0
+INVALID_SPEC_RETRY_S = 5.0
 
 ACTIONS = Counter(
     "voice_operator_autoscaler_actions_total",
@@ -52,87 +59,19 @@ SATURATION = Gauge(
 )
 
 
-@dataclass
-class _Loop:
-    """What one VoicePipeline's loop remembers between ticks (lost on restart: that only delays
-    a scale-down by one stabilization window)."""
-
-    window: deque[Snapshot] = field(default_factory=deque)
-    last_run: float = 0.0
-    autoscaling: dict[str, Any] | None = None  # the newest status.autoscaling we wrote
-    told_unconfigured: bool = False
-
-
-_loops: dict[str, _Loop] = {}
-
-
-class _QuietTicks(logging.Filter):
-    """kopf logs, and with posting at INFO also posts as a Kubernetes Event, every handler success:
-    for this timer that is a write every tick (most ticks only check the interval). Actions are
-    logged and posted by this module itself."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Timer 'autoscale' succeeded")
-
-
-logging.getLogger("kopf.objects").addFilter(_QuietTicks())
-_clients: dict[str, PrometheusClient] = {}
-
-
-def latest_autoscaling(uid: str, status: dict[str, Any]) -> dict[str, Any] | None:
-    """The newer of status.autoscaling and what this process last wrote (the watch may lag)."""
-    written = status.get("autoscaling")
-    mine = _loops[uid].autoscaling if uid in _loops else None
-    if mine is None:
-        return dict(written) if written else None
-    if written and int(written.get("revision", 0)) > int(mine.get("revision", 0)):
-        return dict(written)
-    return mine
-
-
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@kopf.on.startup()
-def start_metrics(**_: Any) -> None:
-    port = int(os.environ.get("VP_OPERATOR_METRICS_PORT", "8081") or 0)
-    if not port:
-        return
-    try:
-        start_http_server(port, addr=os.environ.get("VP_OPERATOR_METRICS_ADDR", "0.0.0.0"))
-    except OSError as exc:  # the metrics are a report, never a reason not to run the operator
-        log.error("operator metrics not served on port %d: %s (set --metrics-port)", port, exc)
-        return
-    log.info("operator metrics on :%d/metrics", port)
-
-
-@kopf.on.cleanup()
-async def close_clients(**_: Any) -> None:
-    for client in _clients.values():
-        await client.close()
-    _clients.clear()
-
-
-@kopf.on.delete(c.API_GROUP, c.API_VERSION, c.PLURAL, optional=True)
-def forget(body: kopf.Body, **_: Any) -> None:
-    """Drop a deleted pipeline's window (optional: no finalizer is added for it)."""
-    _loops.pop(str(body.metadata.uid), None)
-
-
-def _client(url: str) -> PrometheusClient:
-    if url not in _clients:
-        _clients[url] = PrometheusClient(url)
-    return _clients[url]
-
-
-def with_modelled_gateway(snapshot: Snapshot, spec: PipelineSpec, workload: Workload) -> Snapshot:
+def with_modelled_gateway(
+    snapshot: Snapshot, spec: PipelineSpec, profile: CostProfile, workload: Workload
+) -> Snapshot:
     """The gateway exports sessions, not compute: its demand is the sessions times the measured
     cost per session-second (the capacity model's own figure)."""
     gateway = snapshot.stages.get("gateway")
     if gateway is None or gateway.busy_rate is not None or snapshot.active_devices is None:
         return snapshot
-    cost = stage_cost("gateway", spec, handlers._profile())
+    cost = stage_cost("gateway", spec, profile)
     busy = snapshot.active_devices * workload.units_per_device_second("gateway") * cost.cpu_at(1)
     return replace(snapshot, stages={**snapshot.stages, "gateway": replace(gateway, busy_rate=busy)})
 
@@ -164,65 +103,73 @@ EVENT_REASONS = {"scale_up": "ScaledUp", "scale_down": "ScaledDown", "rebalance"
                  "batch_up": "BatchSizeRaised", "batch_down": "BatchSizeRestored"}  # fmt: skip
 
 
-@kopf.timer(c.API_GROUP, c.API_VERSION, c.PLURAL, interval=TICK_SECONDS, initial_delay=TICK_SECONDS)
-async def autoscale(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+Event = tuple[str, str, str]  # (type, reason, message), as reconcile.Outcome.events
+
+
+@dataclass
+class Round:
+    next_in_s: float  # seconds until the next round
+    events: list[Event] = field(default_factory=list)  # for the caller to post
+
+
+async def autoscale_once(
+    body: kopf.Body, ctx: OperatorContext, memory: PipelineMemory, clock: Callable[[], float]
+) -> Round:
     meta = body.metadata
-    uid, namespace, name = str(meta.uid), str(meta.namespace), str(meta.name)
+    namespace, name = str(meta.namespace), str(meta.name)
     status = dict(body.get("status") or {})
     generation = int(meta.get("generation") or 1)
     try:
         spec = parse_spec(dict(body.get("spec") or {}))
     except SpecError:
-        return  # reconcile reports it
-    loop = _loops.setdefault(uid, _Loop())
-    now = time.time()
-    if now - loop.last_run < spec.autoscaling.interval_seconds - TICK_SECONDS / 2:
-        return
+        return Round(INVALID_SPEC_RETRY_S)  # the reconcile reports it
     if status.get("observedGeneration") != generation:
-        return  # the reconcile of this generation goes first
-    loop.last_run = now
+        return Round(NOT_RECONCILED_RETRY_S)  # the reconcile of this generation goes first
+    interval = float(spec.autoscaling.interval_seconds)
+    now = clock()
     url = spec.autoscaling.prometheus_url or os.environ.get("VP_OPERATOR_PROMETHEUS_URL", "")
     if not url:
         # Plan only, said once as an Event: no status writes for a loop that cannot run.
-        if not loop.told_unconfigured:
-            loop.told_unconfigured = True
-            kopf.info(body, reason="AutoscalingInactive", message="no Prometheus URL (operator "
-                      "--prometheus-url or spec.autoscaling.prometheusUrl): plan only")  # fmt: skip
-        return
+        if memory.told_unconfigured:
+            return Round(interval)
+        memory.told_unconfigured = True
+        return Round(interval, [("Normal", "AutoscalingInactive", "no Prometheus URL (operator "
+                                 "--prometheus-url or spec.autoscaling.prometheusUrl): plan only")])  # fmt: skip
     selector = selector_for(spec.autoscaling.prometheus_selector, namespace, name)
-    snapshot = await read_signals(_client(url), selector, spec.autoscaling.metrics_window_seconds, time.time)
+    snapshot = await read_signals(
+        ctx.prometheus(url), selector, spec.autoscaling.metrics_window_seconds, clock
+    )
     workload = Workload()
-    snapshot = with_modelled_gateway(snapshot, spec, workload)
+    snapshot = with_modelled_gateway(snapshot, spec, ctx.profile, workload)
     keep = spec.autoscaling.scale_down_stabilization_seconds + 3 * spec.autoscaling.interval_seconds
-    loop.window.append(snapshot)
-    while loop.window and loop.window[0].time < now - keep:
-        loop.window.popleft()
+    memory.window.append(snapshot)
+    while memory.window and memory.window[0].time < now - keep:
+        memory.window.popleft()
 
-    profile = handlers._profile()
-    effective = adjusted_profile(profile, factors_from_status(status))
+    mine = newest_autoscaler_fields(status, memory.written)  # what this loop wrote last
+    effective = adjusted_profile(ctx.profile, factors_from_status(mine))
     try:
         plan = make_plan(spec, effective)
     except NoMeasuredCost:
-        return  # reconcile reports it (a False condition naming the engine to calibrate)
-    previous = latest_autoscaling(uid, status)
+        return Round(interval)  # the reconcile reports it (a False condition naming the engine to calibrate)
+    previous = mine.get("autoscaling")
     states = stage_states(plan, spec, effective, previous, generation)
     config = Config(
         slo_s=spec.slo.end_to_end_p95_ms / 1000,
         stabilization_s=spec.autoscaling.scale_down_stabilization_seconds,
         scale_up_cooldown_s=3 * spec.autoscaling.interval_seconds,
     )
-    decision = decide(list(loop.window), states, NodeBudget(spec.node(), spec.max_nodes), config, now)
-    old_costs = dict((status.get("observed") or {}).get("costs") or {})
+    decision = decide(list(memory.window), states, NodeBudget(spec.node(), spec.max_nodes), config, now)
+    old_observed = dict(mine.get("observed") or {})
     costs = update_costs(
-        old_costs,
+        dict(old_observed.get("costs") or {}),
         snapshot.stages,
-        {s: stage_cost(s, spec, profile) for s in c.STAGES if observable(s, spec.stages.engine(s))},
+        {s: stage_cost(s, spec, ctx.profile) for s in c.STAGES if observable(s, spec.stages.engine(s))},
         {s: st.batch_size for s, st in states.items()},
         workload,
     )
     enabled = spec.autoscaling.enabled
     acted = decision.actions if enabled else []
-    old_observed = dict(status.get("observed") or {})
     history = list(old_observed.get("lastActions") or [])
     history = [*history, *(f"{_iso(now)} {a.message()}" for a in acted)][-LAST_ACTIONS:]
     observed = {
@@ -243,39 +190,23 @@ async def autoscale(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         k: v for k, v in old_observed.items() if k != "time"
     }:
         observed["time"] = old_observed.get("time")  # nothing new seen: no write
-    new_status = {**status, "observed": observed}
-    if enabled and snapshot.state in ("ok", "partial"):  # without signals there is nothing to decide
-        new_status["autoscaling"] = autoscaling_status(decision, previous, generation)
-        loop.autoscaling = new_status["autoscaling"]
-    changed_factors = factors_from_status(new_status) != factors_from_status(status)
+    new = {**mine, "observed": observed}
+    judged = enabled and snapshot.state in ("ok", "partial")  # without signals there is nothing to decide
+    if judged:
+        new["autoscaling"] = autoscaling_status(decision, previous, generation)
+    changes = owned(status_patch(mine, new), AUTOSCALER_FIELDS)
+    if changes:
+        await asyncio.to_thread(ctx.api.patch_status, namespace, name, changes)
+    memory.written = {k: new[k] for k in AUTOSCALER_FIELDS if k in new}
+    changed_factors = factors_from_status(new) != factors_from_status(mine)
     changed_verdict = (previous or {}).get("capacitySufficient") != decision.capacity_sufficient
-    judged = enabled and snapshot.state in ("ok", "partial")
     if acted or changed_factors or (judged and changed_verdict):
-        new_status = await _reconcile(body, new_status, "Autoscaled" if acted else "")
-    for key, value in status_patch(status, new_status).items():
-        patch.status[key] = value
-    _report(body, namespace, name, snapshot, decision, acted, old_observed, enabled)
-
-
-async def _reconcile(body: kopf.Body, status: dict[str, Any], cause: str) -> dict[str, Any]:
-    from kubernetes.client.exceptions import ApiException
-
-    fresh = {**dict(body), "status": status}
-    try:
-        outcome = await asyncio.to_thread(
-            reconcile, fresh, handlers._api(), handlers._profile(), handlers._now,
-            os.environ.get("VP_OPERATOR_IMAGE", ""), cause,
-        )  # fmt: skip
-    except ApiException as exc:
-        raise kopf.TemporaryError(f"Kubernetes API error {exc.status}: {exc.reason}", delay=15) from exc
-    for type_, reason, message in outcome.events:
-        if reason != cause:  # the autoscaler posts its own Event per action
-            (kopf.warn if type_ == "Warning" else kopf.info)(body, reason=reason, message=message[:1000])
-    return outcome.status
+        # The reconcile loop applies the new targets (or the plan the new costs make) at once.
+        memory.request_reconcile("Autoscaled" if acted else "")
+    return Round(interval, _report(namespace, name, snapshot, decision, acted, old_observed, enabled))
 
 
 def _report(
-    body: kopf.Body,
     namespace: str,
     name: str,
     snapshot: Snapshot,
@@ -283,26 +214,31 @@ def _report(
     acted: list[Any],
     old_observed: dict[str, Any],
     enabled: bool,
-) -> None:
+) -> list[Event]:
+    """The operator's own metrics, and the round's Events: one per action, and changes of state."""
+    events: list[Event] = []
     DECISIONS.labels(namespace, name, snapshot.state).inc()
     for stage, value in decision.saturation.items():
         SATURATION.labels(namespace, name, stage).set(value)
     for action in acted:
         ACTIONS.labels(namespace, name, action.stage, action.kind).inc()
-        kopf.info(body, reason=EVENT_REASONS[action.kind], message=action.message())
+        events.append(("Normal", EVENT_REASONS[action.kind], action.message()))
         log.info("%s/%s: %s", namespace, name, action.message())
     was_down = str(old_observed.get("prometheus", "")).startswith("down")
     if snapshot.state == "down" and not was_down:
-        kopf.warn(
-            body,
-            reason="MetricsUnavailable",
-            message=f"Prometheus: {snapshot.detail}; no autoscaling until it answers",
+        events.append(
+            (
+                "Warning",
+                "MetricsUnavailable",
+                f"Prometheus: {snapshot.detail}; no autoscaling until it answers",
+            )
         )
     if (
         enabled
         and decision.capacity_sufficient is False
         and old_observed.get("recommendation") != decision.recommendation
     ):
-        kopf.warn(body, reason="CapacityInsufficient", message=decision.recommendation[:1000])
+        events.append(("Warning", "CapacityInsufficient", decision.recommendation))
     for note in decision.notes:
         log.debug("%s/%s: %s", namespace, name, note)
+    return events

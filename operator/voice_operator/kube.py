@@ -7,6 +7,8 @@ import json
 import logging
 from typing import Any, Protocol
 
+from voice_pipeline import contract as c
+
 log = logging.getLogger(__name__)
 
 
@@ -16,6 +18,12 @@ class KubeApi(Protocol):
     def apply(self, obj: dict[str, Any], field_manager: str) -> dict[str, Any]: ...
 
     def pdb_api_version(self) -> str: ...
+
+
+class OperatorApi(KubeApi, Protocol):
+    """What the operator's loops need beyond the reconcile: a status patch of their own fields."""
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
 
 _PLURALS = {"Deployment": "deployments", "Service": "services", "ConfigMap": "configmaps",
@@ -78,6 +86,14 @@ class RealKubeApi:
             "PATCH", path, body=json.dumps(obj), query=query, content_type="application/apply-patch+yaml"
         )
         return result or {}
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """A JSON merge patch of a VoicePipeline's status subresource (only the given fields)."""
+        path = _path(f"{c.API_GROUP}/{c.API_VERSION}", "VoicePipeline", namespace, name) + "/status"
+        self.writes += 1
+        self._call(
+            "PATCH", path, body=json.dumps({"status": status}), content_type="application/merge-patch+json"
+        )
 
     def pdb_api_version(self) -> str:
         """policy/v1 where served (Kubernetes >= 1.21), else policy/v1beta1."""

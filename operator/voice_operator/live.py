@@ -18,6 +18,24 @@ from voice_operator.capacity import Plan
 from voice_operator.profiles import CostProfile
 from voice_operator.spec import PipelineSpec
 
+# The status fields the autoscaler writes (and nothing else writes): context.py says who owns which.
+AUTOSCALER_FIELDS = frozenset({"observed", "autoscaling"})
+
+
+def newest_autoscaler_fields(status: Mapping[str, Any], written: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`observed` and `autoscaling`: the newer of what the status shows and what this process's
+    autoscaler wrote last (the watch may not have delivered it yet). Every action raises the
+    revision; at the same revision this process's copy is the newer one (while its loop runs it is
+    the only writer), a higher revision in the status is another process's later work."""
+    shown = {k: status[k] for k in AUTOSCALER_FIELDS if status.get(k)}
+    if written is None:
+        return shown
+    revision_shown = int((shown.get("autoscaling") or {}).get("revision", 0))
+    revision_mine = int((written.get("autoscaling") or {}).get("revision", 0))
+    if revision_shown > revision_mine:
+        return shown
+    return {**shown, **{k: v for k, v in written.items() if v}}
+
 
 def _targets(autoscaling: Mapping[str, Any] | None, generation: int) -> dict[str, Any]:
     if not autoscaling or autoscaling.get("generation") != generation:

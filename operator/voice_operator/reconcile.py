@@ -183,6 +183,12 @@ def reconcile(
     return Outcome(status, applied=applied, events=events, plan=plan)
 
 
+# The status fields the reconcile writes (and nothing else writes): context.py says who owns which.
+RECONCILE_FIELDS = frozenset(
+    {"observedGeneration", "conditions", "plan", "supportedDevices", "bottleneck", "recommendation", "ready"}
+)
+
+
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """Only the keys that changed: an unchanged status makes no write at all."""
     return {k: v for k, v in new.items() if old.get(k) != v}

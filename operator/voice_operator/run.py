@@ -20,8 +20,7 @@ def run_operator(
 ) -> int:
     import kopf
 
-    import voice_operator.autoscale_handler  # registers the autoscaling timer
-    import voice_operator.handlers  # noqa: F401  (registers the handlers)
+    import voice_operator.handlers  # noqa: F401  (registers every handler and daemon)
     from voice_operator import peering as leader
 
     url = urlparse(liveness)

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 PEERING = "e2e-operators"
 LIFETIME = 4  # seconds; kopf then sends a keep-alive every second
-# What kopf logs for each handler/timer run on an object, and what reconcile logs when it writes.
-HANDLED = ("kopf.objects: ", ": applied ")
+# What kopf logs for each handler run on an object, and what the reconcile loop logs for each pass.
+HANDLED = ("kopf.objects: ", ": reconciled generation ")
 
 
 class Replica:
