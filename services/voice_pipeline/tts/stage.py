@@ -11,7 +11,7 @@ import numpy as np
 
 from voice_pipeline.common.audio import OpusEncoder, resample
 from voice_pipeline.common.errors import OverloadedError
-from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.common.metrics import Metrics, cpu_seconds
 from voice_pipeline.common.secrets import read_api_key
 from voice_pipeline.common.stages import SpeechAudio, SpeechRequest
 from voice_pipeline.tts.engine import TtsEngine
@@ -128,7 +128,7 @@ class InProcessTts:
             carry = np.zeros(0, np.int16)
             first = True
             async for chunk in self.router.synthesize(text, language):
-                started = time.perf_counter()
+                started = cpu_seconds()
                 pcm = np.concatenate([carry, resample(chunk.pcm, chunk.sample_rate, request.sample_rate)])
                 whole = len(pcm) // encoder.frame_size * encoder.frame_size
                 packets = [
@@ -136,7 +136,7 @@ class InProcessTts:
                     for i in range(0, whole, encoder.frame_size)
                 ]
                 carry = pcm[whole:]
-                self.metrics.busy.labels(STAGE).inc(time.perf_counter() - started)
+                self.metrics.busy.labels(STAGE).inc(cpu_seconds() - started)
                 if packets:
                     if first:
                         self.metrics.latency.labels(STAGE).observe(time.perf_counter() - enqueued)
