@@ -4,7 +4,7 @@ node budget + the clock -> actions, each with its reason.
 Policy, in the order it is applied:
 - Compute-bound (busy seconds over allotted CPU above HIGH_UTILIZATION): scale up at once to the
   replicas that bring utilization back to the capacity model's TARGET_UTILIZATION.
-- Queue-bound (queue wait, in-flight or latency over budget while the CPU is not the problem):
+- Queue-bound (queue wait or in-flight over budget while the CPU is not the problem):
   first a bigger batch (a measured batch size: bigger batches cost less per item and drain the
   queue faster), then one replica more; one such step per cool-down.
 - Slack: scale down only when every sample of a full stabilization window says so, and not within
@@ -15,6 +15,8 @@ Policy, in the order it is applied:
   the whole window to the bottleneck; what still does not fit makes CapacitySufficient=False with
   a recommendation (the next node size, or the node count).
 A stage with no signals is left alone; no signals at all (Prometheus down) means no action.
+Latency over the stage's share of the SLO names the bottleneck (saturation) but alone neither adds
+a replica nor holds one: replicas relieve waiting, not a slow request.
 """
 
 from __future__ import annotations
@@ -138,7 +140,11 @@ class Pressure:
 
     @property
     def queueing(self) -> float:
-        values = [v for v in (self.queue, self.inflight, self.latency) if v is not None]
+        """Waiting, the pressure another replica or a bigger batch relieves. Not latency: a stage
+        slower than its share of the SLO with nothing queued is slow per request (its CPU size,
+        its provider), which more replicas do not change; counted here it scaled such a stage to
+        maxReplicas and then never let it scale in while any request came."""
+        values = [v for v in (self.queue, self.inflight) if v is not None]
         return max(values) if values else 0.0
 
 
@@ -276,7 +282,7 @@ def decide(
             continue
         if p.queueing > 1.0:
             worst = max(
-                (k for k in ("queue", "inflight", "latency") if getattr(p, k) is not None),
+                (k for k in ("queue", "inflight") if getattr(p, k) is not None),
                 key=lambda k: float(getattr(p, k)),
             )
             reason = p.texts[worst]

@@ -88,12 +88,12 @@ class RealKubeApi:
         return result or {}
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """A JSON merge patch of a VoicePipeline's status subresource (only the given fields)."""
+        """A JSON merge patch of a VoicePipeline's status subresource (only the given fields). The
+        body goes as a dict: the client serializes JSON content types itself (a str would be sent
+        as one JSON string, "Invalid JSON Patch")."""
         path = _path(f"{c.API_GROUP}/{c.API_VERSION}", "VoicePipeline", namespace, name) + "/status"
         self.writes += 1
-        self._call(
-            "PATCH", path, body=json.dumps({"status": status}), content_type="application/merge-patch+json"
-        )
+        self._call("PATCH", path, body={"status": status}, content_type="application/merge-patch+json")
 
     def pdb_api_version(self) -> str:
         """policy/v1 where served (Kubernetes >= 1.21), else policy/v1beta1."""

@@ -254,3 +254,18 @@ def test_min_replicas_floor_with_min_two() -> None:
     samples["asr"] = replace(samples["asr"], busy_rate=0.0)
     _, after = run([samples] * 14, states)
     assert after["asr"].replicas == 2
+
+
+def test_latency_over_its_share_alone_neither_adds_nor_holds_a_replica() -> None:
+    """A replica too small for one request's compute (the closed-loop test's 200m ASR: 1.5 s per
+    utterance against a 0.6 s share) is slow at any load: nothing queues, so no replica more,
+    and when its CPU is slack it scales in; it still names the bottleneck."""
+    states = current(asr=state(3, cpu=0.2, sizes=(1,)))
+    slow = {**steady(states), "asr": StageSignals(busy_rate=0.05, request_rate=0.2, queue_wait_p95_s=0.01,
+                                                  latency_p95_s=1.5, inflight=0.3, max_concurrency=4)}  # fmt: skip
+    decisions, after = run([slow] * 12, states)
+    assert decisions[0].bottleneck == "asr" and decisions[0].saturation["asr"] > 1
+    assert actions(decisions) == ["asr:scale_down:3->1"]
+    queued = {**slow, "asr": replace(slow["asr"], queue_wait_p95_s=0.5)}  # now it waits: one more
+    decisions, _ = run([queued], after)
+    assert actions(decisions) == ["asr:scale_up:1->2"]
