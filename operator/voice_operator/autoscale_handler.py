@@ -167,6 +167,7 @@ async def autoscale_once(
         {s: stage_cost(s, spec, ctx.profile) for s in c.STAGES if observable(s, spec.stages.engine(s))},
         {s: st.batch_size for s, st in states.items()},
         workload,
+        spec.autoscaling.metrics_window_seconds,
     )
     enabled = spec.autoscaling.enabled
     acted = decision.actions if enabled else []

@@ -26,7 +26,10 @@ from voice_pipeline.contract import LLM_LOCAL_ENGINE
 ALPHA = 0.3  # EWMA weight of the newest observation
 MAX_FACTOR = 3.0
 DEADBAND = 0.1  # relative change of the smoothed factor that replans
-MIN_REQUEST_RATE = 0.05  # requests/s below which a window says nothing (3 a minute)
+# Requests a window must hold to say anything: a cost per request from a handful is noise (the
+# closed-loop run, 10 s windows at ~0.6 utterances/s: each round moved the factor past the dead
+# band, and each replan changed the asr CPU request, which rolls every asr Pod under load).
+MIN_REQUESTS = 30
 
 
 def units_per_request(stage: str, workload: Workload) -> float | None:
@@ -54,6 +57,7 @@ def update_costs(
     costs: Mapping[str, StageCost],
     batch_sizes: Mapping[str, int],
     workload: Workload,
+    window_s: float = 60.0,
 ) -> dict[str, dict[str, Any]]:
     """The next `status.observed.costs`: {stage: {factor, observedCpuSecondsPerUnit, ...}}."""
     out = {stage: dict(entry) for stage, entry in previous.items()}
@@ -61,7 +65,7 @@ def update_costs(
         units = units_per_request(stage, workload)
         if units is None or stage not in costs or s.busy_rate is None or s.request_rate is None:
             continue
-        if s.request_rate < MIN_REQUEST_RATE:
+        if s.request_rate * window_s < MIN_REQUESTS:
             continue
         batch = round(s.mean_batch) if s.mean_batch else batch_sizes.get(stage, 1)
         calibrated = costs[stage].cpu_at(max(1, batch))

@@ -128,6 +128,9 @@ def test_observed_costs_are_smoothed_bounded_and_dead_banded() -> None:
     )
     idle = update_costs(state, {"asr": StageSignals(busy_rate=0.0, request_rate=0.0)}, costs, {}, workload)
     assert idle == state  # no traffic says nothing about cost
+    few = {"asr": StageSignals(busy_rate=30 * per_request, request_rate=1.0, mean_batch=1)}
+    assert update_costs(state, few, costs, {"asr": 1}, workload, window_s=10) == state  # 10 requests: noise
+    assert update_costs(state, few, costs, {"asr": 1}, workload, window_s=60) != state
     adjusted = adjusted_profile(profile, factors_from_status({"observed": {"costs": state}}))
     assert adjusted.stages["asr"].cpu_at(4) == profile.stages["asr"].cpu_at(4) * state["asr"]["factor"]
     spec = parse_spec({"devices": 60, "nodeSize": "4c16g"})
