@@ -203,7 +203,7 @@ async def autoscale_once(
     changed_verdict = (previous or {}).get("capacitySufficient") != decision.capacity_sufficient
     if acted or changed_factors or (judged and changed_verdict):
         # The reconcile loop applies the new targets (or the plan the new costs make) at once.
-        memory.request_reconcile("Autoscaled" if acted else "")
+        memory.request_reconcile()
     return Round(interval, _report(namespace, name, snapshot, decision, acted, old_observed, enabled))
 
 

@@ -64,10 +64,11 @@ class PipelineMemory:
     # these even before the watch delivers them (else it would apply the previous replicas back).
     written: dict[str, Any] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # reconcile now, not at the resync
-    cause: str = ""  # why the woken reconcile changes objects ("Autoscaled"): its Event is the autoscaler's
+    # The status.autoscaling revision the reconcile last applied: objects it changes for a newer one
+    # change because the autoscaler acted (whose own Event says so), not by hand or by a replan.
+    applied_revision: int = 0
 
-    def request_reconcile(self, cause: str = "") -> None:
-        self.cause = cause or self.cause
+    def request_reconcile(self) -> None:
         self.wake.set()
 
 

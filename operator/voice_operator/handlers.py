@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = float(os.environ.get("VP_OPERATOR_RESYNC_SECONDS", "60"))
 API_RETRY_S = 15.0  # after the API server refused or failed: retry later, not in a storm
 RESOURCE = (c.API_GROUP, c.API_VERSION, c.PLURAL)
+AUTOSCALED = "Autoscaled"  # the reconcile's reason for applying the autoscaler's targets
 
 
 def _now() -> str:
@@ -104,9 +105,14 @@ def reconcile_once(body: kopf.Body, ctx: OperatorContext, memory: PipelineMemory
     """One reconcile pass with the autoscaler's newest targets; writes the reconcile's status
     fields only. Blocking (the API client is synchronous): runs in a thread."""
     status = dict(body.get("status") or {})
-    fresh = {**dict(body), "status": {**status, **newest_autoscaler_fields(status, memory.written)}}
-    cause, memory.cause = memory.cause, ""
+    newest = newest_autoscaler_fields(status, memory.written)
+    # Told by the data, not by a flag the autoscaler sets beside it (a pass running meanwhile
+    # could see the new targets and not yet the flag, and call the change "Restored").
+    revision = int((newest.get("autoscaling") or {}).get("revision", 0))
+    cause = AUTOSCALED if revision > memory.applied_revision else ""
+    fresh = {**dict(body), "status": {**status, **newest}}
     outcome = reconcile(fresh, ctx.api, ctx.profile, _now, ctx.image, cause)
+    memory.applied_revision = revision
     changes = owned(status_patch(status, outcome.status), RECONCILE_FIELDS)
     if changes:
         ctx.api.patch_status(str(body.metadata.namespace), str(body.metadata.name), changes)
