@@ -116,9 +116,8 @@ def reconcile_once(body: kopf.Body, ctx: OperatorContext, memory: PipelineMemory
     changes = owned(status_patch(status, outcome.status), RECONCILE_FIELDS)
     if changes:
         ctx.api.patch_status(str(body.metadata.namespace), str(body.metadata.name), changes)
-    outcome.events = [
-        e for e in outcome.events if e[1] != cause
-    ]  # the autoscaler posts its own Event per action
+    # The autoscaler posts its own Event per action; "Autoscaled N objects" would repeat it.
+    outcome.events = [e for e in outcome.events if e[1] != cause]
     return outcome
 
 
