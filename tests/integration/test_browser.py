@@ -225,12 +225,18 @@ async def test_the_status_page_shows_the_turns(stack: tuple[Server, Path], tmp_p
         )
         asr_ok = await page.evaluate("document.querySelector('#stage-asr').cells[1].textContent")
         charts = await page.evaluate("document.querySelectorAll('.uplot canvas').length")
+        # Not in a cluster: the VoicePipeline section says there is no operator, and shows no table.
+        pipeline = await page.evaluate(
+            "[document.getElementById('pipeline').dataset.state, document.getElementById('pipeline-state').textContent,"
+            " document.getElementById('pipeline-body').hidden]"
+        )
         if SCREENSHOTS:
             await page.screenshot(ROOT / SCREENSHOTS / "status-page.png")
     assert status["requests"]["asr"]["ok"] > 0 and status["requests"]["llm"]["ok"] > 0, status["requests"]
     assert int(asr_ok) == status["requests"]["asr"]["ok"]
     assert status["turns"] >= 1 and status["first_audio_mean_s"] is not None
     assert charts == 4
+    assert pipeline[0] == "none" and pipeline[1].startswith("No operator") and pipeline[2], pipeline
 
 
 async def test_a_busy_server_is_explained_and_the_page_reconnects_when_a_seat_frees(
