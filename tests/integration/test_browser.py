@@ -178,6 +178,100 @@ async def test_the_stop_button_barges_in(stack: tuple[Server, Path], tmp_path: P
     assert "[stopped]" in row
 
 
+def _talk_over_microphone(tmp: Path) -> Path:
+    """The question, then 14 s of silence, in a loop: the first time it is a turn; the reply (the
+    emulator's, said six times: half a minute) is still playing when the question comes round
+    again, so the page hears the user talk over it. 14 s: the first reply's audio starts long
+    before the second question, however slow the machine (else that question would reach the
+    server while it thinks, a different kind of interruption)."""
+    mic = tmp / "talk-over.wav"
+    silence = np.zeros(16000, dtype=np.int16)
+    pcm = np.concatenate([silence, clip("en_weather"), *([silence] * 14)])
+    write_wav(mic, resample(pcm, 16000, 48000), 48000)
+    return mic
+
+
+@pytest.fixture(scope="module")
+def talkover(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
+    """A server whose replies are long (auth off): something to talk over."""
+    tmp = tmp_path_factory.mktemp("talk-over")
+    llm = start_llm_emulator(tmp, LlmProfile(reply_repeat=6))
+    try:
+        server = _server(tmp, llm, {})
+        try:
+            yield server, _talk_over_microphone(tmp)
+        finally:
+            stop_server(server)
+    finally:
+        stop_proc(llm)
+
+
+async def test_speaking_over_the_reply_barges_in(talkover: tuple[Server, Path], tmp_path: Path) -> None:
+    server, mic = talkover
+    async with chromium(tmp_path, mic) as page:
+        await page.goto(server.http + "/?mode=auto")
+        await page.evaluate("vpControls.connect()")
+        await page.wait_for(
+            "vp.turns.length && vp.turns[0].firstAudioMs !== null",
+            TURN_TIMEOUT_S,
+            "the long reply's first audio",
+        )
+        # The question comes round again over the reply: the page must hear it and interrupt.
+        barge = await page.wait_for("vp.aborts.length && vp.aborts[0]", 60, "a barge-in by voice")
+        # What the user said over the reply is the next turn: transcribed, answered.
+        turn2 = await page.wait_for(
+            "vp.turns.length > 1 && vp.turns[1].firstAudioMs !== null && vp.turns[1]",
+            TURN_TIMEOUT_S,
+            "the interrupting question answered",
+        )
+        barge = await page.evaluate("vp.aborts[0]")  # now with lateFrames (set when turn 2's reply began)
+        turn1 = await page.evaluate("vp.turns[0]")
+        row = await page.evaluate("document.querySelector('#turn-1 .reply').textContent")
+        await page.evaluate("vpControls.disconnect()")
+    print(
+        f"\nbarge-in: {barge}; turn 1 played {turn1['audioSeconds']:.1f} s; turn 2: {turn2['transcript']!r}"
+    )
+    log = server.log_path.read_text(errors="replace")
+    assert (barge["by"], barge["reason"], barge["turn"]) == ("voice", "wake_word_detected", 1), barge
+    assert "abort (wake_word_detected)" in log, server.log_tail()  # the server got it, with its reason
+    assert barge["playingAfter"] == 0  # nothing of the reply left scheduled
+    # Frames already on the wire may land (and are dropped); the rest of a half-minute reply may not.
+    assert barge["lateFrames"] <= 8, barge
+    assert turn1["aborted"] and "[stopped]" in row
+    assert turn1["audioSeconds"] < 25, turn1  # cut well short of the six-fold reply
+    # The interrupting speech reached the server, the words that triggered the barge-in included.
+    assert len(words(turn2["transcript"]) & QUESTION) >= 3, (turn2, server.log_tail())
+
+
+async def test_pressing_talk_over_the_reply_barges_in(talkover: tuple[Server, Path], tmp_path: Path) -> None:
+    server, mic = talkover
+    async with chromium(tmp_path, mic) as page:
+        await page.goto(server.http + "/?mode=manual")
+        await _first_turn_started(page)
+        await page.evaluate("document.getElementById('talk').dispatchEvent(new PointerEvent('pointerdown'))")
+        shown = await page.evaluate("({aborts: vp.aborts, state: vp.state, sources: vp.replySources})")
+        await page.evaluate("document.getElementById('talk').dispatchEvent(new PointerEvent('pointerup'))")
+        await page.evaluate("vpControls.disconnect()")
+    assert [(a["by"], a["reason"]) for a in shown["aborts"]] == [("press", "wake_word_detected")], shown
+    assert shown["state"] == "listening" and shown["sources"] == 0, shown
+
+
+async def _first_turn_started(page: Page) -> None:
+    """Push-to-talk: the question, released, until the reply's first audio."""
+    await page.evaluate("vpControls.connect()")
+    await page.wait_for("vp.state === 'connected'", 30, "the page connected")
+    await page.evaluate("vpControls.listenStart()")
+    await page.wait_for(
+        "vp.voicedFrames >= 10 && performance.now() - vp.lastVoicedAt > 1000",
+        30,
+        "the question, then silence",
+    )
+    await page.evaluate("vpControls.listenStop()")
+    await page.wait_for(
+        "vp.turns.length && vp.turns[0].firstAudioMs !== null", TURN_TIMEOUT_S, "the reply's first audio"
+    )
+
+
 async def test_a_denied_microphone_is_explained(stack: tuple[Server, Path], tmp_path: Path) -> None:
     server, mic = stack
     async with chromium(tmp_path, mic, deny_microphone=True) as page:
