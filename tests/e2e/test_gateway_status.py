@@ -293,3 +293,27 @@ async def test_the_page_shows_the_plan_and_conditions_and_the_refusal(stack: Sta
     )
     assert shown["name"] == f"{NS}/{PIPELINE}" and "15 devices wanted" in shown["summary"], shown
     assert "403" in refused, refused
+
+
+async def test_an_unreachable_or_untrusted_api_is_a_message(stack: Stack, tmp_path: Path) -> None:
+    from voice_pipeline.gateway.pipeline_status import KubePipelineSource, PipelineStatusSettings, view
+
+    token = tmp_path / "token"
+    token.write_text(stack.tokens["granted"])
+    assert stack.kube.workdir is not None
+    ca = str(stack.kube.workdir / "certs" / "apiserver.crt")
+    other_ca = "/etc/ssl/certs/ca-certificates.crt"  # the public roots: they never signed this API server
+
+    def source(api_url: str, ca_file: str) -> KubePipelineSource:
+        settings = PipelineStatusSettings(
+            name=PIPELINE, namespace=NS, api_url=api_url, token_file=str(token), ca_file=ca_file
+        )
+        return KubePipelineSource(settings, env={})
+
+    trusted = view(await source(stack.kube.server, ca).fetch())
+    closed = view(await source(f"https://127.0.0.1:{free_port()}", ca).fetch())
+    untrusted = view(await source(stack.kube.server, other_ca).fetch())
+    assert trusted["state"] == "ok" and trusted["stages"], trusted
+    assert closed["state"] == "error" and "Cannot reach the Kubernetes API" in closed["message"], closed
+    assert untrusted["state"] == "error" and "CERTIFICATE_VERIFY_FAILED" in untrusted["message"], untrusted
+    assert not any(stack.tokens["granted"] in json.dumps(v) for v in (trusted, closed, untrusted))

@@ -246,9 +246,10 @@ class KubePipelineSource:
         try:
             obj = answer.json()
         except ValueError:
-            return Fetched(
-                "http-error", t.name, t.namespace, http_status=502, detail="the answer was not JSON"
-            )
+            obj = None
+        if not isinstance(obj, dict):
+            detail = "the answer was not a JSON object"
+            return Fetched("http-error", t.name, t.namespace, http_status=502, detail=detail)
         return Fetched("ok", t.name, t.namespace, obj=obj)
 
 
@@ -282,6 +283,7 @@ class PipelineStatus:
             before = self._last[1] if self._last else None
             if before is None or (before["state"], before["message"]) != (shown["state"], shown["message"]):
                 level = logging.WARNING if shown["state"] == "error" else logging.INFO
-                log.log(level, "status page: VoicePipeline %s", shown["message"] or shown["state"])
+                where = f"{shown['namespace']}/{shown['name']}" if shown["name"] else "-"
+                log.log(level, "status page: VoicePipeline %s: %s", where, shown["message"] or "read")
             self._last = (self.clock(), shown)
             return shown
