@@ -166,12 +166,15 @@ async def test_the_stop_button_barges_in(stack: tuple[Server, Path], tmp_path: P
             "vp.turns.length && vp.turns[0].firstAudioMs !== null", TURN_TIMEOUT_S, "the reply's first audio"
         )
         await page.evaluate("document.getElementById('abort').click()")
-        turn = await page.wait_for("vp.turns[0].done && vp.turns[0]", 15, "tts stop after the abort")
+        await page.wait_for("vp.aborts.length && vp.aborts[0].answered", 15, "tts stop answering the abort")
+        turn = await page.evaluate("vp.turns[0]")
+        sent = await page.evaluate("vp.aborts[0]")
         await page.wait_for("new Promise((ok) => setTimeout(() => ok(true), 1000))", 5)
         after = await page.evaluate("vp.framesAfterAbort")
         row = await page.evaluate("document.querySelector('#turn-1 .reply').textContent")
         await page.evaluate("vpControls.disconnect()")
-    assert turn["aborted"], turn
+    assert turn["aborted"] and turn["done"], turn
+    assert sent["by"] == "button" and sent["reason"] is None, sent  # a device button sends no reason
     # Frames already on the wire when the abort left may land; the rest of the reply may not
     # (the pacer keeps at most 5 frames in flight; a whole reply is dozens).
     assert after <= 8, after
@@ -233,6 +236,7 @@ async def test_speaking_over_the_reply_barges_in(talkover: tuple[Server, Path], 
     )
     log = server.log_path.read_text(errors="replace")
     assert (barge["by"], barge["reason"], barge["turn"]) == ("voice", "wake_word_detected", 1), barge
+    assert barge["answered"], barge  # the server's tts stop came back for it
     assert "abort (wake_word_detected)" in log, server.log_tail()  # the server got it, with its reason
     assert barge["playingAfter"] == 0  # nothing of the reply left scheduled
     # Frames already on the wire may land (and are dropped); the rest of a half-minute reply may not.

@@ -467,6 +467,7 @@ async function onMessage(msg) {
         speaking = false;
         if (stopOwed) {
           stopOwed = false; // the answer to our abort: the page has moved on already
+          if (vp.aborts.length) vp.aborts[vp.aborts.length - 1].answered = true;
           break;
         }
         if (turn && !turn.done) {
