@@ -116,6 +116,8 @@ def start_llm_emulator(log_dir: Path, profile: LlmProfile) -> Proc:
     port = free_port()
     argv = [*CLI, "emulate", "llm", "--port", str(port)]
     argv += ["--ttft-ms", str(profile.ttft_ms), "--tokens-per-s", str(profile.tokens_per_s)]
+    if profile.reply_repeat != 1:
+        argv += ["--reply-repeat", str(profile.reply_repeat)]
     return start("llm-emulator", argv, port, log_dir, "/healthz", timeout=60)
 
 

@@ -198,7 +198,7 @@ def create_gateway_app(
 
     app.add_api_websocket_route("/xiaozhi/v1/", websocket_handler)
     app.add_api_websocket_route("/xiaozhi/v1", websocket_handler)
-    web.mount(app, metrics)  # the talk and status pages (gateway/web.py)
+    web.mount(app, metrics, settings.pipeline)  # the talk and status pages (gateway/web.py)
     return app
 
 
