@@ -33,10 +33,10 @@ SYSTEM_PROCESSES = {"allinone": ("server",), "distributed": ("gateway", "vad", "
 SETTINGS_CLASSES = {
     "server": "voice_pipeline.allinone:AllInOneSettings",
     "gateway": "voice_pipeline.gateway.service:GatewayServiceSettings",
-    "vad": "voice_pipeline.vad.service:VadServiceSettings",
-    "asr": "voice_pipeline.asr.service:AsrServiceSettings",
-    "llm": "voice_pipeline.llm.service:LlmServiceSettings",
-    "tts": "voice_pipeline.tts.service:TtsServiceSettings",
+    "vad": "voice_pipeline.stagehost.settings:VadServiceSettings",
+    "asr": "voice_pipeline.stagehost.settings:AsrServiceSettings",
+    "llm": "voice_pipeline.stagehost.settings:LlmServiceSettings",
+    "tts": "voice_pipeline.stagehost.settings:TtsServiceSettings",
 }
 
 

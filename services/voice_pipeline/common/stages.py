@@ -91,3 +91,7 @@ class TtsStage(Protocol):
     def synthesize(self, request: SpeechRequest) -> AsyncIterator[SpeechAudio]:
         """Yield the sentence's audio in one or more chunks, the first as early as possible."""
         ...
+
+
+# What one stage service serves: exactly one of the four (its name says which).
+ServedStage = VadStage | AsrStage | LlmStage | TtsStage

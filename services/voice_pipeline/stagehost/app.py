@@ -1,7 +1,8 @@
 """The FastAPI app and server of one stage service (`voice-pipeline serve vad|asr|llm|tts`).
 
-`create_stage_app` builds the app from a stage builder (an async context manager from
-`voice_pipeline.assembly`): the lifespan loads the model, nothing happens at import time. Routes:
+`create_stage_app` builds the app from a stage name and its builder (an async context manager
+yielding the stage, see `stagehost.services`): the lifespan loads the model, nothing happens at
+import time. Routes:
 `/healthz` (alive), `/readyz` (model loaded and not draining), `/metrics` (the contract metrics)
 and `/v1/stream` (the multiplexed transport the gateway uses).
 
@@ -23,45 +24,17 @@ from typing import Any
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.secrets import read_token_file, token_matches
-from voice_pipeline.transport.server import Drain, ServedStages, StreamConnection
+from voice_pipeline.common.stages import ServedStage
+from voice_pipeline.stagehost.settings import ServiceSettings
+from voice_pipeline.transport.server import Drain, StreamConnection
 
 log = logging.getLogger(__name__)
 
-StageBuilder = Callable[[Metrics], AbstractAsyncContextManager[ServedStages]]
-
-
-class ServiceSettings(BaseModel):
-    """How a stage service listens and shuts down (section `service`: `VP_SERVICE__PORT`, ...)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field(
-        "127.0.0.1",
-        description="Address the stage service binds to (0.0.0.0 in a Pod, with the auth token set).",
-    )
-    port: int = Field(9000, ge=0, le=65535, description="Port of /v1/stream, /healthz, /readyz and /metrics.")
-    drain_timeout_s: float = Field(
-        20.0, ge=0, description="After SIGTERM: longest wait for gateways to move their sessions away."
-    )
-    max_message_bytes: int = Field(
-        4 << 20, ge=65536, description="Largest transport frame (an utterance of 20 s is 640 kB)."
-    )
-    auth_token_file: str = Field(
-        "",
-        description=(
-            "File holding the shared secret gateways must present on /v1/stream (a mounted Secret); "
-            "empty = no check (local development only)."
-        ),
-    )
-    max_inflight_per_connection: int = Field(
-        4096,
-        ge=1,
-        description="Requests in flight, and VAD sessions open, per gateway connection (beyond: overload).",
-    )
+# Loads the stage (model, caches) for the app's lifespan and tears it down after.
+StageBuilder = Callable[[Metrics], AbstractAsyncContextManager[ServedStage]]
 
 
 def _bearer(header: str) -> str:
@@ -187,10 +160,3 @@ def run_service(app: FastAPI, settings: ServiceSettings) -> int:
         app, settings.host, settings.port, settings.drain_timeout_s, settings.max_message_bytes
     ).run()
     return 0
-
-
-def load_service_settings(cls: type[Any], overrides: dict[str, Any] | None = None) -> Any:
-    """One settings class per process: env `VP_<SECTION>__<KEY>` (unknown keys refused) + YAML."""
-    from voice_pipeline.common.settings import build_settings
-
-    return build_settings(cls, overrides)
