@@ -192,7 +192,7 @@ def _run(settings: Any) -> int:
     from voice_pipeline.allinone import in_process_stages, lan_address
     from voice_pipeline.common.activity import SessionActivity
     from voice_pipeline.gateway.app import create_gateway_app
-    from voice_pipeline.llm.history import Conversation as History
+    from voice_pipeline.turn.history import ChatHistory
 
     gw = settings.gateway
     activity = SessionActivity()  # the gateway's sessions; the cache preload waits for none
@@ -201,7 +201,7 @@ def _run(settings: Any) -> int:
         settings.auth,
         settings.ota,
         lambda metrics: in_process_stages(settings, metrics, activity),
-        lambda: History.from_settings(settings.llm),
+        lambda: ChatHistory.from_settings(settings.llm),
         activity=activity,
     )
     host = lan_address() if gw.host in ("0.0.0.0", "::") else gw.host

@@ -57,8 +57,8 @@ from voice_pipeline.gateway.auth import AuthSettings
 from voice_pipeline.gateway.conversation import Stages
 from voice_pipeline.gateway.ota import OtaSettings
 from voice_pipeline.gateway.settings import GatewaySettings
-from voice_pipeline.llm.history import Conversation as History
 from voice_pipeline.simulator.stats import percentile
+from voice_pipeline.turn.history import ChatHistory
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +122,7 @@ async def gateway() -> AsyncIterator[str]:
         host="127.0.0.1", max_message_bytes=MAX_MESSAGE_BYTES, hello_timeout_s=2, playback_lead_ms=2000
     )
     app = create_gateway_app(
-        settings, AuthSettings(), OtaSettings(), cheap_stages, lambda: History({"en": "S"})
+        settings, AuthSettings(), OtaSettings(), cheap_stages, lambda: ChatHistory({"en": "S"})
     )
     port = _free_port()
     config = uvicorn.Config(

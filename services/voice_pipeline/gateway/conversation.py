@@ -37,9 +37,9 @@ from voice_pipeline.common.stages import (
 from voice_pipeline.gateway import protocol as proto
 from voice_pipeline.gateway.pacing import PlaybackClock
 from voice_pipeline.gateway.settings import GatewaySettings
-from voice_pipeline.llm.emotion import emotion_for
-from voice_pipeline.llm.history import Conversation as History
-from voice_pipeline.llm.sentences import SentenceSplitter, join_sentences
+from voice_pipeline.turn.emotion import emotion_for
+from voice_pipeline.turn.history import ChatHistory
+from voice_pipeline.turn.sentences import SentenceSplitter, join_sentences
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class Conversation:
         stages: Stages,
         settings: GatewaySettings,
         metrics: Metrics,
-        history: History,
+        history: ChatHistory,
         on_activity: Callable[[], None] = lambda: None,
     ) -> None:
         self.session_id = session_id
