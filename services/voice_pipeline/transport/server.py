@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 from fastapi import WebSocket, WebSocketDisconnect
 
 from voice_pipeline.common.errors import OverloadedError, VoicePipelineError
+from voice_pipeline.common.opus import FRAME_DURATIONS, OPUS_RATES
 from voice_pipeline.common.stages import (
     AsrStage,
     ChatMessage,
@@ -268,11 +269,6 @@ def _speech_request(body: dict[str, Any]) -> SpeechRequest:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BadRequest(f"TTS request needs text and sample_rate: {exc}") from None
-    if request.sample_rate not in (8000, 12000, 16000, 24000, 48000) or request.frame_ms not in (
-        10,
-        20,
-        40,
-        60,
-    ):
+    if request.sample_rate not in OPUS_RATES or request.frame_ms not in FRAME_DURATIONS:
         raise BadRequest(f"unsupported Opus output {request.sample_rate} Hz / {request.frame_ms} ms")
     return request
