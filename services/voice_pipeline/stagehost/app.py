@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -125,19 +126,28 @@ class DrainingServer:
         )
 
         class _Server(uvicorn.Server):
-            draining_task: asyncio.Future[None] | None = None
+            """Only uvicorn's public surface: `serve` (to learn the loop), `handle_exit` (the signal
+            handler it installs) and `should_exit`. The first SIGTERM starts the drain; when the
+            drain ends it is handed to uvicorn's own `handle_exit`, so uvicorn shuts down and
+            re-raises the signal exactly as if it had just arrived."""
+
+            loop: asyncio.AbstractEventLoop | None = None
+            drain_started = False
+
+            async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+                self.loop = asyncio.get_running_loop()
+                await super().serve(sockets)
 
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-                if sig != signal.SIGTERM or self.draining_task is not None or self.should_exit:
-                    super().handle_exit(sig, frame)
+                if sig != signal.SIGTERM or self.drain_started or self.should_exit or self.loop is None:
+                    super().handle_exit(sig, frame)  # SIGINT, a second SIGTERM: uvicorn's way, at once
                     return
-                self._captured_signals.append(sig)
-                loop = asyncio.get_event_loop()  # the running loop: signals arrive on its thread
-                self.draining_task = loop.create_future()  # marks the drain as started
-                loop.call_soon_threadsafe(self._start_drain)
+                self.drain_started = True
+                self.loop.call_soon_threadsafe(self._start_drain)  # from the signal handler's thread
 
             def _start_drain(self) -> None:
-                self.draining_task = asyncio.get_running_loop().create_task(self._drain())
+                task = asyncio.get_running_loop().create_task(self._drain())
+                self._drain_task = task  # keep a reference until it ends
 
             async def _drain(self) -> None:
                 log.info("SIGTERM: draining (up to %.0f s)", drain_timeout_s)
@@ -147,7 +157,8 @@ class DrainingServer:
                 while not drain.idle() and time.monotonic() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.2)
                 log.info("drained (%s); shutting down", "idle" if drain.idle() else "timeout")
-                self.should_exit = True
+                if not self.should_exit:
+                    super().handle_exit(signal.SIGTERM, None)
 
         self.server = _Server(config)
 
