@@ -85,10 +85,6 @@ class MicroBatcher(Generic[T, R]):
             if not pending.future.done():
                 pending.future.cancel()
 
-    @property
-    def queued(self) -> int:
-        return self._queue.qsize()
-
     async def submit(self, item: T) -> R:
         self.start()
         # The queue wait is observed when the batch starts: it includes the batching wait.
