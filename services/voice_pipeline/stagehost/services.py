@@ -1,9 +1,11 @@
 """The one table of stage services: which stages run as their own process, and how each is built.
 
-Each `StageService` names its stage, its settings class (`stagehost.settings`), the models to install before it starts, and the
-builder of the served stage. The builders call `voice_pipeline.assembly`, so a stage behaves the
-same in its own process as in all-in-one mode; `create_app` hands the builder to the one stage host
-(`stagehost.app`). `voice-pipeline serve <stage>` and the benchmark rig look stages up here.
+Each `StageService` names its stage, its settings class (`stagehost.settings`), the models to
+install before it starts, and the builder of the served stage. The builders call
+`voice_pipeline.assembly`, so a stage behaves the same in its own process as in all-in-one mode;
+`create_app` hands the builder to the one stage host (`stagehost.app`). `voice-pipeline serve
+<stage>` looks stages up here; a unit test checks the table against the operator's contract
+(`contract.MODEL_STAGES`).
 """
 
 from __future__ import annotations
