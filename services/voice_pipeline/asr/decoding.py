@@ -1,0 +1,70 @@
+"""Pure decisions that bound what one utterance may cost the decoder (issue 14, item 3).
+
+Bad audio (noise, reversed speech, a language the model cannot place) is where Whisper loops: it
+repeats a token or a short phrase until the length cap. Three decisions keep that bounded:
+
+- `token_cap`: the decode length follows the utterance's duration. Speech carries only so many
+  tokens per second, so a cap proportional to the seconds (plus a floor for very short utterances)
+  never cuts real speech but stops a loop after a few seconds' worth of tokens.
+- `loop_start`: a tail that repeats one short pattern many times is a loop; the decoder stops
+  there and the transcript keeps the text before the loop plus one copy of the pattern.
+- `choose_language`: under `auto`, a detection that gives no allowed language enough probability
+  (noise, reversed speech) falls back to the configured language instead of a guess.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+
+def token_cap(seconds: float, tokens_per_second: float, floor: int, ceiling: int) -> int:
+    """Most tokens to decode for an utterance of `seconds`: floor + rate x seconds, at most
+    `ceiling` (the absolute cap). Rounded up so a partial second still gets its tokens."""
+    cap = floor + math.ceil(max(0.0, seconds) * tokens_per_second)
+    return max(1, min(ceiling, cap))
+
+
+def loop_start(
+    tokens: Sequence[int], max_period: int = 8, min_repeats: int = 3, min_loop_tokens: int = 8
+) -> int | None:
+    """Where a repetition loop at the end of `tokens` begins, or None.
+
+    A loop is the tail made of at least `min_repeats` back-to-back copies of one pattern of at most
+    `max_period` tokens, covering at least `min_loop_tokens` tokens. Both minimums matter: "no, no,
+    no" or "bye bye" is speech (few repeats, few tokens), twelve copies of one character is not.
+    The returned index is where the second copy starts: everything before it (the text and one
+    copy of the pattern) is kept, the repeats are dropped. The shortest period wins, so "ab" x 6
+    is cut as ab-ab-..., not as abab x 3."""
+    n = len(tokens)
+    for period in range(1, max_period + 1):
+        repeats = 1
+        while (repeats + 1) * period <= n and (
+            tokens[n - (repeats + 1) * period : n - repeats * period] == tokens[n - period : n]
+        ):
+            repeats += 1
+        if repeats >= min_repeats and repeats * period >= min_loop_tokens:
+            return n - (repeats - 1) * period
+    return None
+
+
+def first_stage_cap(cap: int, tokens_per_second: float, seconds: float, floor: int) -> int:
+    """Tokens for the first decoding pass: what typical speech of this length needs (half the
+    cap's rate). Real utterances end within it; an unfinished pass is checked for a loop before
+    the decoder is allowed to go on to the full cap."""
+    return min(cap, token_cap(seconds, tokens_per_second / 2, floor, cap))
+
+
+def choose_language(
+    scores: Mapping[str, float], allowed: Iterable[str], fallback: str, min_probability: float
+) -> str:
+    """The likeliest allowed language if the detector gives it at least `min_probability`, else
+    `fallback`. Whisper's detector spreads probability over ~100 languages: on noise it says
+    Nynorsk or Japanese, on reversed English Latin, and the best allowed language then holds a few
+    percent. Decoding such audio in a guessed language is where loops start; the configured
+    language is the better guess."""
+    candidates = list(allowed)
+    if not candidates:
+        return fallback
+    best = max(candidates, key=lambda lang: scores.get(lang, 0.0))
+    return best if scores.get(best, 0.0) >= min_probability else fallback
