@@ -9,6 +9,12 @@ The encoder's cost is proportional to the window, not to the speech: CTranslate2
 shorter than Whisper's 30 s, and a 10 s window encodes ~4x faster with the same transcripts on our
 clips (measured: 0.61 s -> 0.15 s per clip, 2 threads). Much shorter windows make Whisper repeat
 itself, so the window is max(`min_window_s`, longest utterance in the batch), in 5 s steps.
+
+Bad audio is bounded (issue 14, item 3; the decisions are pure functions in `decoding.py`): each
+utterance may decode at most `token_cap(seconds)` tokens; decoding runs in two passes, the first
+one long enough for typical speech of that length, and an utterance still going after it is
+continued only if its tail is not a repetition loop; under `auto`, a language detection that gives
+no allowed language `language_min_probability` decodes in `fallback_language`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from voice_pipeline.asr.decoding import choose_language, first_stage_cap, loop_start, token_cap
 from voice_pipeline.asr.engine import AsrItem, clean_text
 from voice_pipeline.common.errors import ModelMissingError
 from voice_pipeline.common.stages import Transcript
@@ -28,6 +35,13 @@ log = logging.getLogger(__name__)
 MAX_SECONDS = 30.0
 FRAMES_PER_SECOND = 100  # Whisper log-mel hop: 10 ms
 WINDOW_STEP_S = 5
+
+
+def ct2_max_length(tokens: int) -> int:
+    """CTranslate2's `max_length` for at most `tokens` output tokens. Measured on CTranslate2 4.8.5
+    (whisper-base): a sequence stops at max_length / 2 tokens, forced prefix included (10 -> 5,
+    96 -> 48, 448 -> 224, with or without a prefix), so the option is twice the tokens wanted."""
+    return 2 * tokens
 
 
 class WhisperEngine:
@@ -42,6 +56,13 @@ class WhisperEngine:
         languages: Sequence[str] = ("zh", "en"),
         min_window_s: float = 10.0,
         workers: int = 1,
+        repetition_penalty: float = 1.1,
+        no_repeat_ngram_size: int = 4,
+        tokens_per_second: float = 0.0,
+        cap_floor_tokens: int = 8,
+        stop_loops: bool = True,
+        language_min_probability: float = 0.0,
+        fallback_language: str = "",
     ) -> None:
         if not (model_dir / "model.bin").is_file():
             raise ModelMissingError(
@@ -66,6 +87,15 @@ class WhisperEngine:
         self.beam_size = beam_size
         self.max_decode_tokens = max_decode_tokens
         self.min_window_s = min_window_s
+        self.repetition_penalty = repetition_penalty
+        self.no_repeat_ngram_size = no_repeat_ngram_size
+        self.tokens_per_second = tokens_per_second  # 0: no duration cap, only max_decode_tokens
+        self.cap_floor_tokens = cap_floor_tokens
+        self.stop_loops = stop_loops
+        self.language_min_probability = language_min_probability
+        self.fallback_language = fallback_language or self.languages[0]
+        self.last_detections: list[dict[str, float]] = []  # per item of the last batch (benchmarks)
+        self.last_token_counts: list[int] = []
 
     def _window_frames(self, items: Sequence[AsrItem]) -> int:
         longest = max(item.seconds for item in items)
@@ -81,12 +111,71 @@ class WhisperEngine:
         """Forced languages stay; `auto` picks the likeliest of the allowed languages."""
         todo = [i for i, item in enumerate(items) if item.language == "auto"]
         chosen = [item.language for item in items]
+        self.last_detections = [{} for _ in items]
         if todo:
             detections = self._model.model.detect_language(encoded)
             for i in todo:
                 scores = {token.strip("<|>"): p for token, p in detections[i]}
-                chosen[i] = max(self.languages, key=lambda lang: scores.get(lang, 0.0))
+                self.last_detections[i] = {lang: scores.get(lang, 0.0) for lang in self.languages}
+                chosen[i] = choose_language(
+                    scores, self.languages, self.fallback_language, self.language_min_probability
+                )
         return chosen
+
+    def _caps(self, items: Sequence[AsrItem]) -> tuple[list[int], list[int]]:
+        """(cap, first-pass tokens) per item; without a rate, one pass to max_decode_tokens."""
+        if self.tokens_per_second <= 0:
+            return [self.max_decode_tokens] * len(items), [self.max_decode_tokens] * len(items)
+        rate, floor = self.tokens_per_second, self.cap_floor_tokens
+        caps = [token_cap(item.seconds, rate, floor, self.max_decode_tokens) for item in items]
+        first = [first_stage_cap(c, rate, item.seconds, floor) for c, item in zip(caps, items, strict=True)]
+        return caps, first
+
+    def _generate(self, encoded: object, prompts: list[list[int]], tokens: int) -> list[list[int]]:
+        results = self._model.model.generate(
+            encoded,
+            prompts,
+            beam_size=self.beam_size,
+            max_length=ct2_max_length(tokens),
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            repetition_penalty=self.repetition_penalty,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+        )
+        return [list(r.sequences_ids[0]) for r in results]
+
+    def _decode(self, encoded: object, prompts: list[list[int]], items: Sequence[AsrItem]) -> list[list[int]]:
+        """Token ids per item (no special tokens), within each item's cap, loops cut."""
+        import ctranslate2
+
+        caps, first = self._caps(items)
+        limit = max(first)
+        out = self._generate(encoded, prompts, limit)
+        going = []
+        for i, ids in enumerate(out):
+            if len(ids) < limit and len(ids) < caps[i]:
+                continue  # ended on its own (end of text) before any limit
+            out[i] = ids = ids[: caps[i]]
+            start = loop_start(ids) if self.stop_loops else None
+            if start is not None:
+                out[i] = ids[:start]
+            elif len(ids) < caps[i]:
+                going.append(i)
+        if going:
+            # Few utterances get here (speech denser than the first pass allows): the continuation
+            # re-reads their tokens as a prefix over the same encoder output, nothing is re-encoded.
+            subset = np.ascontiguousarray(np.asarray(encoded)[going])
+            more = self._generate(
+                ctranslate2.StorageView.from_array(subset),
+                [[*prompts[i], *out[i]] for i in going],
+                max(caps[i] for i in going),
+            )
+            for i, ids in zip(going, more, strict=True):
+                ids = ids[: caps[i]]
+                start = loop_start(ids) if self.stop_loops and len(ids) >= caps[i] else None
+                out[i] = ids if start is None else ids[:start]
+        self.last_token_counts = [len(ids) for ids in out]
+        return out
 
     def transcribe_batch(self, items: Sequence[AsrItem]) -> list[Transcript]:
         if not items:
@@ -101,19 +190,9 @@ class WhisperEngine:
         for lang in languages:
             tokenizer = self._tokenizers.get(lang) or self._tokenizers["en"]
             prompts.append([*tokenizer.sot_sequence, tokenizer.no_timestamps])
-        results = self._model.model.generate(
-            encoded,
-            prompts,
-            beam_size=self.beam_size,
-            max_length=self.max_decode_tokens,
-            suppress_blank=True,
-            suppress_tokens=[-1],
-            repetition_penalty=1.1,
-            no_repeat_ngram_size=4,
-        )
         transcripts = []
-        for item, lang, result in zip(items, languages, results, strict=True):
+        for item, lang, ids in zip(items, languages, self._decode(encoded, prompts, items), strict=True):
             tokenizer = self._tokenizers.get(lang) or self._tokenizers["en"]
-            tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+            tokens = [t for t in ids if t < tokenizer.eot]
             transcripts.append(Transcript(clean_text(tokenizer.decode(tokens)), lang, item.seconds))
         return transcripts

@@ -8,7 +8,8 @@
   whisper-base gets only part of it; there is no neural Mandarin voice offline).
 - Pauses (for endpointing, item 4): pairs of consecutive English sentences joined by a pause drawn
   from a seeded uniform 150-600 ms, the range of a speaker's breath between two sentences of one
-  request; each clip says where its speech ends.
+  request. Piper pads each sentence with its own silence, so each sentence is first cut to its
+  voiced span (10 ms frames above -40 dBFS): the pause is then the stated one.
 
 The cache key hashes everything the clips depend on (sentences, voice file size, fixture bytes,
 builder version), so a changed input builds a new set beside the old one.
@@ -30,7 +31,7 @@ import numpy as np
 from voice_pipeline.common.audio import Int16Array, read_wav, resample, write_wav
 from voice_pipeline.common.paths import vp_home
 
-BUILDER_VERSION = 1  # bump when the clips change for a reason the key cannot see
+BUILDER_VERSION = 2  # bump when the clips change for a reason the key cannot see
 SAMPLE_RATE = 16000
 VOICE = "piper-en-us-joe"
 FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures"
@@ -56,14 +57,26 @@ def sentences() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def pause_plan(n_sentences: int, pairs: int = PAUSE_PAIRS, seed: int = PAUSE_SEED) -> list[tuple[int, int, int]]:
+def pause_plan(
+    n_sentences: int, pairs: int = PAUSE_PAIRS, seed: int = PAUSE_SEED
+) -> list[tuple[int, int, int]]:
     """(first sentence, second sentence, pause ms) for the pause clips: consecutive sentences,
     spread over the list, the pause from a seeded generator (same set on every machine)."""
     rng = random.Random(seed)
     step = max(1, (n_sentences - 1) // pairs)
-    return [
-        (i, i + 1, rng.randint(*PAUSE_RANGE_MS)) for i in range(0, n_sentences - 1, step)[:pairs]
-    ]
+    return [(i, i + 1, rng.randint(*PAUSE_RANGE_MS)) for i in range(0, n_sentences - 1, step)[:pairs]]
+
+
+def voiced_span(pcm: Int16Array, dbfs: float = -40.0, frame: int = 160) -> tuple[int, int]:
+    """[first, last) samples of the 10 ms frames whose RMS is above `dbfs` (full scale 32768)."""
+    n = len(pcm) // frame
+    if n == 0:
+        return 0, 0
+    x = pcm[: n * frame].astype(np.float64).reshape(n, frame) / 32768.0
+    voiced = np.nonzero(np.sqrt(np.mean(x**2, axis=1)) > 10 ** (dbfs / 20))[0]
+    if len(voiced) == 0:
+        return 0, 0
+    return int(voiced[0] * frame), int((voiced[-1] + 1) * frame)
 
 
 def cache_key(voice_file: Path) -> str:
@@ -135,7 +148,8 @@ def build(cache_root: Path | None = None, progress: Callable[[str], None] | None
     pauses: list[dict[str, Any]] = []
     for a, b, pause_ms in pause_plan(len(texts)):
         gap = np.zeros(SAMPLE_RATE * pause_ms // 1000, np.int16)
-        speech = np.concatenate([english[a], gap, english[b]])
+        (a0, a1), (b0, b1) = voiced_span(english[a]), voiced_span(english[b])
+        speech = np.concatenate([english[a][a0:a1], gap, english[b][b0:b1]])
         name = f"pause_{a:03d}_{b:03d}"
         write_wav(tmp / "clips" / f"{name}.wav", speech, SAMPLE_RATE)
         pauses.append(

@@ -117,11 +117,7 @@ def normalize_en(text: str) -> list[str]:
 
 
 def normalize_zh(text: str) -> list[str]:
-    return [
-        ch
-        for ch in text
-        if not ch.isspace() and not unicodedata.category(ch).startswith(("P", "S"))
-    ]
+    return [ch for ch in text if not ch.isspace() and not unicodedata.category(ch).startswith(("P", "S"))]
 
 
 def edit_distance(reference: Sequence[str], hypothesis: Sequence[str]) -> int:

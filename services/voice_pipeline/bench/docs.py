@@ -16,8 +16,26 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
+def isa_summary(m: dict[str, Any]) -> str:
+    """CPU flags and what the runtimes dispatch to, for records that carry them (issue 14)."""
+    parts = []
+    if m.get("cpu_flags"):
+        parts.append("flags " + " ".join(f for f in m["cpu_flags"] if f.startswith(("avx", "amx"))))
+    ct2 = (m.get("runtimes") or {}).get("ctranslate2") or {}
+    if ct2.get("selected_isa"):
+        parts.append(
+            f"CTranslate2 {ct2.get('version', '?')} ISA {ct2['selected_isa']}"
+            f" ({ct2.get('compute_type', '?')}, int8 GEMM {ct2.get('gemm_s8_backend', '?').split(' ')[0]})"
+        )
+    ort = (m.get("runtimes") or {}).get("onnxruntime") or {}
+    if ort.get("version"):
+        parts.append(f"onnxruntime {ort['version']} {ort.get('provider_in_use', '')}".strip())
+    return "; ".join(parts)
+
+
 def _machine(m: dict[str, Any]) -> str:
-    return f"{m['cores']} cores, {m['memory_gib']:g} GiB, {m['cpu']}"
+    isa = isa_summary(m)
+    return f"{m['cores']} cores, {m['memory_gib']:g} GiB, {m['cpu']}" + (f" ({isa})" if isa else "")
 
 
 def _models(models: dict[str, str]) -> str:
