@@ -91,6 +91,21 @@ REFERENCE = Decoding("reference", 30.0, 1.0, 0, 0.0, 224, False, 0.0)
 PREVIOUS = Decoding("previous", 10.0, 1.1, 4, 0.0, 48, False, 0.0)
 
 
+def unbounded(decoding: Decoding) -> Decoding:
+    """The same decoding without the bad-audio bounds (fixed 96-token cap, no loop stop, no
+    language fallback): what the bounds alone buy."""
+    return Decoding(
+        f"{decoding.name} unbounded",
+        decoding.min_window_s,
+        decoding.repetition_penalty,
+        decoding.no_repeat_ngram_size,
+        0.0,
+        96,
+        False,
+        0.0,
+    )
+
+
 def engine_for(decoding: Decoding, threads: int) -> Any:
     from voice_pipeline.asr.settings import AsrSettings
     from voice_pipeline.asr.whisper import WhisperEngine
@@ -296,3 +311,79 @@ def endpointing_run(clips: Sequence[Clip], settings_ms: Sequence[int], threads: 
                 }
         table[str(ms)] = rows
     return table
+
+
+ENDPOINT_SETTINGS_MS = (200, 300, 400)
+
+
+def _compact(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    keep = ("name", "seconds", "reference", "text", "language", "tokens", "cpu_s", "wall_s", "detection")
+    return [{k: r[k] for k in keep if k in r} for r in rows]
+
+
+def run(
+    limit: int | None = None,
+    threads: int = 2,
+    note: str = "",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Every measurement of the ASR benchmark, as one record."""
+    from voice_pipeline.bench import asr_set
+    from voice_pipeline.bench.machine import git_commit, load_average, machine_info, now_iso
+
+    say = progress or (lambda _m: None)
+    root = asr_set.build(progress=say)
+    clips, pauses = asr_set.load(root)
+    english = [c for c in clips if c.language == "en"]
+    if limit:
+        english = english[:limit]
+    chinese = [c for c in clips if c.language == "zh"]
+    record: dict[str, Any] = {
+        "kind": "asr-accuracy",
+        "mode": "asr",
+        "date": now_iso(),
+        "commit": git_commit(),
+        "machine": machine_info(),
+        "note": note,
+        "test_set": {
+            "dir": str(root),
+            "english": len(english),
+            "chinese": len(chinese),
+            "pause_clips": len(pauses),
+            "english_seconds": [min(c.seconds for c in english), max(c.seconds for c in english)],
+        },
+        "threads": threads,
+        "load_average": {"before": load_average()},
+    }
+    say("endpointing: Silero VAD + segmenter")
+    record["endpointing"] = endpointing_run(english + pauses, ENDPOINT_SETTINGS_MS)
+    record["decodings"] = {}
+    for decoding in (default_decoding(), REFERENCE):
+        say(f"accuracy, {decoding.name} decoding: {decoding.describe()}")
+        engine = engine_for(decoding, threads)
+        label = decoding.name
+        rows = accuracy_run(engine, english + chinese, lambda m: say(f"{label} {m}"))  # noqa: B023
+        record["decodings"][decoding.name] = {
+            "describe": decoding.describe(),
+            "summary": summarize(rows),
+            "rows": _compact(rows),
+            "load_average_after": load_average(),
+        }
+    garbled = garbled_clips(clips)
+    record["garbled"] = {}
+    for decoding in (PREVIOUS, unbounded(default_decoding()), default_decoding()):
+        say(f"garbled audio, {decoding.name} decoding")
+        engine = engine_for(decoding, threads)
+        garbled_run(engine, garbled[:1])  # warm-up: the first call pays one-time allocations
+        record["garbled"][decoding.name] = {
+            "describe": decoding.describe(),
+            "rows": garbled_run(engine, garbled),
+        }
+    record["load_average"]["after"] = load_average()
+    return record
+
+
+def wer_verdict(default_wer: float, reference_wer: float, tolerance: float = 0.01) -> bool:
+    """Issue 14's rule: the default decoding may be at most 1 point (absolute) worse than the
+    reference; a speed-up that costs more does not ship."""
+    return default_wer - reference_wer <= tolerance + 1e-12

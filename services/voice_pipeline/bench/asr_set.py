@@ -79,10 +79,10 @@ def voiced_span(pcm: Int16Array, dbfs: float = -40.0, frame: int = 160) -> tuple
     return int(voiced[0] * frame), int((voiced[-1] + 1) * frame)
 
 
-def cache_key(voice_file: Path) -> str:
+def cache_key(voice_file: Path, texts: list[str], pause_pairs: int) -> str:
     h = hashlib.sha256()
-    h.update(f"v{BUILDER_VERSION} {PAUSE_PAIRS} {PAUSE_RANGE_MS} {PAUSE_SEED}".encode())
-    h.update("\n".join(sentences()).encode())
+    h.update(f"v{BUILDER_VERSION} {pause_pairs} {PAUSE_RANGE_MS} {PAUSE_SEED}".encode())
+    h.update("\n".join(texts).encode())
     h.update(str(voice_file.stat().st_size).encode())
     for name in sorted(ZH_CLIPS):
         h.update((FIXTURES / f"{name}.wav").read_bytes())
@@ -110,13 +110,20 @@ def _manifest_clip(root: Path, entry: dict[str, Any]) -> Clip:
     return Clip(**{**entry, "path": root / entry["path"]})
 
 
-def build(cache_root: Path | None = None, progress: Callable[[str], None] | None = None) -> Path:
-    """The test set's directory, built if missing: clips/*.wav and manifest.json."""
+def build(
+    cache_root: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    texts: list[str] | None = None,
+    pause_pairs: int = PAUSE_PAIRS,
+) -> Path:
+    """The test set's directory, built if missing: clips/*.wav and manifest.json. `texts` and
+    `pause_pairs` replace the shipped sentences and pause clips (tests build a few clips)."""
     from voice_pipeline.models.registry import require_model
 
     voice_dir = require_model(VOICE)
     voice_file = next(voice_dir.glob("*.onnx"))
-    root = (cache_root or default_dir()) / cache_key(voice_file)
+    texts = sentences() if texts is None else texts
+    root = (cache_root or default_dir()) / cache_key(voice_file, texts, pause_pairs)
     if (root / "manifest.json").is_file():
         return root
     tmp = root.with_name(root.name + ".tmp")
@@ -124,7 +131,7 @@ def build(cache_root: Path | None = None, progress: Callable[[str], None] | None
     speak = _piper(voice_dir)
     entries: list[dict[str, Any]] = []
     english: list[Int16Array] = []
-    for i, text in enumerate(sentences()):
+    for i, text in enumerate(texts):
         pcm, rate = speak(text)
         pcm16 = resample(pcm, rate, SAMPLE_RATE)
         english.append(pcm16)
@@ -144,9 +151,8 @@ def build(cache_root: Path | None = None, progress: Callable[[str], None] | None
             {"name": name, "language": "zh", "text": text, "path": f"clips/{name}.wav",
              "seconds": round(len(pcm16) / SAMPLE_RATE, 3)}
         )  # fmt: skip
-    texts = sentences()
     pauses: list[dict[str, Any]] = []
-    for a, b, pause_ms in pause_plan(len(texts)):
+    for a, b, pause_ms in pause_plan(len(texts), pause_pairs) if pause_pairs else []:
         gap = np.zeros(SAMPLE_RATE * pause_ms // 1000, np.int16)
         (a0, a1), (b0, b1) = voiced_span(english[a]), voiced_span(english[b])
         speech = np.concatenate([english[a][a0:a1], gap, english[b][b0:b1]])

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from voice_pipeline.bench import charts
+from voice_pipeline.bench.asr_docs import asr_lines
 from voice_pipeline.bench.model_check import difference, predict
 from voice_pipeline.bench.results import latest
 
@@ -273,7 +274,13 @@ def targets_lines(record: dict[str, Any], profile_path: str | None = None) -> li
     return ["| target | measured | |", "|---|---|---|", *[f"| {a} | {b} | {c} |" for a, b, c in rows]]
 
 
-def render(records: list[dict[str, Any]], img_dir: Path, doc_path: Path, conditions: str = "") -> str:
+def render(
+    records: list[dict[str, Any]],
+    img_dir: Path,
+    doc_path: Path,
+    conditions: str = "",
+    asr: dict[str, Any] | None = None,
+) -> str:
     img_dir.mkdir(parents=True, exist_ok=True)
     rel = Path("img")  # docs/img next to docs/benchmarks.md
     lines = [
@@ -327,6 +334,7 @@ def render(records: list[dict[str, Any]], img_dir: Path, doc_path: Path, conditi
             "",
         ]
         lines += ["### Where the time goes (profiler at the supported load)", "", *profile_lines(record), ""]
+    lines += asr_lines(asr, _machine(asr["machine"]) if asr else "")
     lines += ["## All measured rows", "", *TABLE_HEAD]
     for record in records:
         lines += step_rows(record)
