@@ -28,6 +28,12 @@ import numpy.typing as npt
 
 from voice_pipeline.asr.decoding import choose_language, first_stage_cap, loop_start, token_cap
 from voice_pipeline.asr.engine import AsrItem, clean_text
+from voice_pipeline.asr.settings import (
+    LANGUAGE_MIN_PROBABILITY,
+    NO_REPEAT_NGRAM,
+    REPETITION_PENALTY,
+    TOKENS_PER_SECOND,
+)
 from voice_pipeline.common.errors import ModelMissingError
 from voice_pipeline.common.stages import Transcript
 
@@ -56,12 +62,12 @@ class WhisperEngine:
         languages: Sequence[str] = ("zh", "en"),
         min_window_s: float = 10.0,
         workers: int = 1,
-        repetition_penalty: float = 1.1,
-        no_repeat_ngram_size: int = 4,
-        tokens_per_second: float = 0.0,
+        repetition_penalty: float = REPETITION_PENALTY,
+        no_repeat_ngram_size: int = NO_REPEAT_NGRAM,
+        tokens_per_second: float = TOKENS_PER_SECOND,
         cap_floor_tokens: int = 8,
         stop_loops: bool = True,
-        language_min_probability: float = 0.0,
+        language_min_probability: float = LANGUAGE_MIN_PROBABILITY,
         fallback_language: str = "",
     ) -> None:
         if not (model_dir / "model.bin").is_file():

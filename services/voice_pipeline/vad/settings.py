@@ -1,4 +1,4 @@
-"""VAD settings (defaults follow the reference server: 0.5 / 0.3 thresholds, 200 ms hangover)."""
+"""VAD settings (thresholds follow the reference server: 0.5 / 0.3; the end-of-turn silence is measured)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,14 @@ class VadSettings(BaseModel):
         3, ge=1, description="Voiced windows among the last `window_history` to start speech."
     )
     window_history: int = Field(5, ge=1, description="Windows considered for the speech start vote.")
+    # Chosen by measurement (`make bench-asr`, docs/benchmarks.md "Endpointing"): over 190 Piper
+    # sentences, 200 ms ended 8 turns inside a comma pause, 300 ms and 400 ms none; each 100 ms
+    # more adds ~100 ms to every turn's first audio. Two sentences with a 300-450 ms breath between
+    # them are split at 300 ms (kept whole at 400): the price of the faster turn.
     min_silence_ms: int = Field(
-        400,
+        300,
         ge=32,
-        description="Silence that ends an utterance (the reference uses 200; comma pauses reach 320).",
+        description="Silence that ends an utterance (measured: 200 cuts comma pauses, 400 adds 100 ms per turn).",
     )
     threads: int = Field(1, ge=1, description="onnxruntime intra-op threads (batching, not threads, scales).")
     batch_max_size: int = Field(64, ge=1, description="Most sessions advanced in one model call.")
