@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from voice_pipeline.asr.decoding import choose_language, first_stage_cap, loop_start, token_cap
+from voice_pipeline.asr.decoding import choose_language, loop_start, token_cap
 
 
 def test_token_cap_grows_with_duration_from_a_floor_up_to_the_ceiling() -> None:
@@ -14,11 +14,6 @@ def test_token_cap_grows_with_duration_from_a_floor_up_to_the_ceiling() -> None:
     assert token_cap(-1.0, 6.0, 8, 96) == 8
 
 
-def test_first_stage_allows_half_the_rate_and_never_more_than_the_cap() -> None:
-    assert first_stage_cap(token_cap(4.0, 6.0, 8, 96), 6.0, 4.0, 8) == 8 + 12
-    assert first_stage_cap(10, 6.0, 30.0, 8) == 10
-
-
 def test_a_single_token_repeated_is_a_loop_cut_after_its_first_copy() -> None:
     tokens = [5, 6, 7] + [9] * 12
     assert loop_start(tokens) == 4  # keep 5 6 7 9
@@ -28,6 +23,12 @@ def test_a_repeated_phrase_is_a_loop_cut_after_one_copy() -> None:
     phrase = [21, 22, 23]
     tokens = [1, 2] + phrase * 4
     assert loop_start(tokens) == 5
+
+
+def test_a_loop_cut_mid_pattern_keeps_one_whole_copy_from_where_it_began() -> None:
+    one, tian = 10, 11  # "一天" repeated, the cap falling after a "一"
+    tokens = [7, one, tian, one, tian, one, tian, one, tian, one]
+    assert tokens[: loop_start(tokens)] == [7, one, tian]
 
 
 def test_the_shortest_period_explains_the_loop() -> None:

@@ -6,8 +6,9 @@ repeats a token or a short phrase until the length cap. Three decisions keep tha
 - `token_cap`: the decode length follows the utterance's duration. Speech carries only so many
   tokens per second, so a cap proportional to the seconds (plus a floor for very short utterances)
   never cuts real speech but stops a loop after a few seconds' worth of tokens.
-- `loop_start`: a tail that repeats one short pattern many times is a loop; the decoder stops
-  there and the transcript keeps the text before the loop plus one copy of the pattern.
+- `loop_start`: a tail that repeats one short pattern many times is a loop; the transcript keeps
+  the text before the loop plus one copy of the pattern (the cap is what stops the decoder:
+  CTranslate2's Whisper cannot be interrupted mid-call, see whisper.py).
 - `choose_language`: under `auto`, a detection that gives no allowed language enough probability
   (noise, reversed speech) falls back to the configured language instead of a guess.
 """
@@ -34,7 +35,7 @@ def loop_start(
     `max_period` tokens, covering at least `min_loop_tokens` tokens. Both minimums matter: "no, no,
     no" or "bye bye" is speech (few repeats, few tokens), twelve copies of one character is not.
     The returned index is where the second copy starts: everything before it (the text and one
-    copy of the pattern) is kept, the repeats are dropped. The shortest period wins, so "ab" x 6
+    copy of the pattern, as it first appeared) is kept, the repeats are dropped. The shortest period wins, so "ab" x 6
     is cut as ab-ab-..., not as abab x 3."""
     n = len(tokens)
     for period in range(1, max_period + 1):
@@ -44,15 +45,13 @@ def loop_start(
         ):
             repeats += 1
         if repeats >= min_repeats and repeats * period >= min_loop_tokens:
-            return n - (repeats - 1) * period
+            # The cap can stop the loop mid-pattern ("天一天一天一" is the pattern "一天" cut);
+            # walk back to where the repetition really starts, and keep one whole copy from there.
+            begin = n - repeats * period
+            while begin > 0 and tokens[begin - 1] == tokens[begin - 1 + period]:
+                begin -= 1
+            return begin + period
     return None
-
-
-def first_stage_cap(cap: int, tokens_per_second: float, seconds: float, floor: int) -> int:
-    """Tokens for the first decoding pass: what typical speech of this length needs (half the
-    cap's rate). Real utterances end within it; an unfinished pass is checked for a loop before
-    the decoder is allowed to go on to the full cap."""
-    return min(cap, token_cap(seconds, tokens_per_second / 2, floor, cap))
 
 
 def choose_language(
