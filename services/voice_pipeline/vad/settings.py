@@ -14,10 +14,11 @@ class VadSettings(BaseModel):
         3, ge=1, description="Voiced windows among the last `window_history` to start speech."
     )
     window_history: int = Field(5, ge=1, description="Windows considered for the speech start vote.")
-    # Chosen by measurement (`make bench-asr`, docs/benchmarks.md "Endpointing"): over 190 Piper
-    # sentences, 200 ms ended 8 turns inside a comma pause, 300 ms and 400 ms none; each 100 ms
-    # more adds ~100 ms to every turn's first audio. Two sentences with a 300-450 ms breath between
-    # them are split at 300 ms (kept whole at 400): the price of the faster turn.
+    # Chosen by measurement (`make bench-asr`, docs/benchmarks.md "Endpointing", 2026-11-29): over
+    # 190 Piper sentences, 200 ms ended 10 turns inside a comma pause, 300 ms one (a comma in an
+    # 18-word sentence), 400 ms none; each 100 ms more adds ~96 ms to every turn (turn end p50 320 /
+    # 416 / 512 ms after speech). Two sentences with a 300-450 ms breath between them are split 5
+    # times in 11 at 300 ms, never at 400: the price of the faster turn.
     min_silence_ms: int = Field(
         300,
         ge=32,
