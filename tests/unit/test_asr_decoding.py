@@ -50,12 +50,12 @@ def test_a_long_period_beyond_the_limit_is_not_searched() -> None:
 
 def test_a_confident_detection_picks_the_likeliest_allowed_language() -> None:
     scores = {"en": 0.85, "la": 0.05, "zh": 0.02}
-    assert choose_language(scores, ["zh", "en"], "zh", 0.5) == "en"
+    assert choose_language(scores, ["zh", "en"], "zh", 0.5) == ("en", True)
 
 
 def test_an_unconfident_detection_falls_back_to_the_configured_language() -> None:
     noise = {"nn": 0.74, "ja": 0.11, "en": 0.06, "zh": 0.01}
-    assert choose_language(noise, ["zh", "en"], "zh", 0.5) == "zh"
-    assert choose_language(noise, ["zh", "en"], "en", 0.5) == "en"
-    assert choose_language(noise, ["zh", "en"], "zh", 0.0) == "en"  # no threshold: the likeliest
-    assert choose_language({}, [], "en", 0.5) == "en"
+    assert choose_language(noise, ["zh", "en"], "zh", 0.5) == ("zh", False)
+    assert choose_language(noise, ["zh", "en"], "en", 0.5) == ("en", False)
+    assert choose_language(noise, ["zh", "en"], "zh", 0.0) == ("en", True)  # no threshold: the likeliest
+    assert choose_language({}, [], "en", 0.5) == ("en", False)

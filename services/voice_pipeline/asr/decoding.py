@@ -10,7 +10,9 @@ repeats a token or a short phrase until the length cap. Three decisions keep tha
   the text before the loop plus one copy of the pattern (the cap is what stops the decoder:
   CTranslate2's Whisper cannot be interrupted mid-call, see whisper.py).
 - `choose_language`: under `auto`, a detection that gives no allowed language enough probability
-  (noise, reversed speech) falls back to the configured language instead of a guess.
+  (noise, reversed speech) falls back to the configured language instead of a guess; such an
+  utterance is decoded with the loop guards (repetition penalty, n-gram ban) that cost real speech
+  accuracy but stop the loops unplaceable audio falls into (whisper.py).
 """
 
 from __future__ import annotations
@@ -56,14 +58,14 @@ def loop_start(
 
 def choose_language(
     scores: Mapping[str, float], allowed: Iterable[str], fallback: str, min_probability: float
-) -> str:
-    """The likeliest allowed language if the detector gives it at least `min_probability`, else
-    `fallback`. Whisper's detector spreads probability over ~100 languages: on noise it says
-    Nynorsk or Japanese, on reversed English Latin, and the best allowed language then holds a few
-    percent. Decoding such audio in a guessed language is where loops start; the configured
-    language is the better guess."""
+) -> tuple[str, bool]:
+    """(language, confident): the likeliest allowed language if the detector gives it at least
+    `min_probability`, else (`fallback`, False). Whisper's detector spreads probability over ~100
+    languages: on noise it says Nynorsk or Japanese, on reversed English Latin, and the best
+    allowed language then holds a few percent. Decoding such audio in a guessed language is where
+    loops start; the configured language is the better guess."""
     candidates = list(allowed)
     if not candidates:
-        return fallback
+        return fallback, False
     best = max(candidates, key=lambda lang: scores.get(lang, 0.0))
-    return best if scores.get(best, 0.0) >= min_probability else fallback
+    return (best, True) if scores.get(best, 0.0) >= min_probability else (fallback, False)
