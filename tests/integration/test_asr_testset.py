@@ -54,7 +54,7 @@ def test_a_repetition_loop_is_cut_and_stays_within_the_duration_cap() -> None:
     try:
         engine.repetition_penalty, engine.no_repeat_ngram_size = 1.0, 0
         engine.tokens_per_second, engine.stop_loops = 10.0, True
-        engine.transcribe_batch([AsrItem(audio, "zh")])
+        text = engine.transcribe_batch([AsrItem(audio, "zh")])[0].text
         bounded = engine.last_token_counts[0]
         engine.tokens_per_second, engine.stop_loops = 0.0, False
         engine.transcribe_batch([AsrItem(audio, "zh")])
@@ -68,9 +68,10 @@ def test_a_repetition_loop_is_cut_and_stays_within_the_duration_cap() -> None:
         ) = saved
     assert bounded <= token_cap(len(audio) / 16000, 10.0, engine.cap_floor_tokens, engine.max_decode_tokens)
     assert bounded < unbounded
+    assert 0 < len(text) < bounded  # the loop's repeats were cut from the transcript
 
 
-def test_noise_under_auto_falls_back_to_the_configured_language() -> None:
+def test_unplaceable_audio_under_auto_falls_back_and_decodes_with_the_loop_guards() -> None:
     engine = _whisper()
     noise = (np.random.default_rng(0).standard_normal(48000) * 0.1).astype(np.float32)
     saved = (engine.language_min_probability, engine.fallback_language)
@@ -83,5 +84,13 @@ def test_noise_under_auto_falls_back_to_the_configured_language() -> None:
         assert engine.transcribe_batch([AsrItem(noise, "auto")])[0].language == "en"
         english = engine.transcribe_batch([AsrItem(int16_to_float(clip("en_weather")), "auto")])[0]
         assert english.language == "en"  # a confident detection is kept
+        # Reversed Mandarin falls back too and is decoded with the loop guards: without them it
+        # loops to its duration cap (measured: 51 tokens), with them it ends on its own.
+        engine.fallback_language = "zh"
+        reversed_zh = int16_to_float(clip("zh_hello"))[::-1].copy()
+        assert engine.transcribe_batch([AsrItem(reversed_zh, "auto")])[0].language == "zh"
+        assert max(engine.last_detections[0].values()) < 0.5
+        cap = token_cap(len(reversed_zh) / 16000, engine.tokens_per_second, engine.cap_floor_tokens, 96)
+        assert engine.last_token_counts[0] < cap
     finally:
         engine.language_min_probability, engine.fallback_language = saved

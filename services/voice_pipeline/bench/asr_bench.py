@@ -210,15 +210,23 @@ def garbled_clips(clips: Sequence[Clip], seed: int = 14) -> list[tuple[str, F32,
     for name in long_en:
         out.append((f"reversed English {name}, auto", by_name[name][::-1].copy(), "auto"))
         out.append((f"English {name} on a device set to zh", by_name[name], "zh"))
-    out.append(("synthetic Mandarin zh_hello x4 (17 s), auto", np.tile(by_name["zh_hello"], 4), "auto"))
+    # Not garbage: a phrase said four times, whose right transcript repeats. It checks that a real
+    # repetition is not cut as a loop, and what a long utterance costs.
+    out.append(("zh_hello said 4 times (17 s), auto", np.tile(by_name["zh_hello"], 4), "auto"))
     return out
 
 
-def garbled_run(engine: Any, garbled: Sequence[tuple[str, F32, str]]) -> list[dict[str, Any]]:
-    return [
-        {"name": name, "seconds": round(len(pcm) / 16000, 2), **transcribe_timed(engine, pcm, lang)}
-        for name, pcm, lang in garbled
-    ]
+def garbled_run(
+    engine: Any, garbled: Sequence[tuple[str, F32, str]], repeats: int = 3
+) -> list[dict[str, Any]]:
+    """Each clip decoded `repeats` times: the least CPU of the runs is recorded (the decode is
+    deterministic, so the spread is the neighbours' load: measured +-0.1 s on one clip)."""
+    rows = []
+    for name, pcm, lang in garbled:
+        runs = [transcribe_timed(engine, pcm, lang) for _ in range(repeats)]
+        best = min(runs, key=lambda r: r["cpu_s"])
+        rows.append({"name": name, "seconds": round(len(pcm) / 16000, 2), **best})
+    return rows
 
 
 LEAD_S = 0.3  # silence before each clip, as a device sends after `listen start`
@@ -374,16 +382,10 @@ def run(
     for decoding in (PREVIOUS, unbounded(default_decoding()), default_decoding()):
         say(f"garbled audio, {decoding.name} decoding")
         engine = engine_for(decoding, threads)
-        garbled_run(engine, garbled[:1])  # warm-up: the first call pays one-time allocations
+        garbled_run(engine, garbled[:1], 1)  # warm-up: the first call pays one-time allocations
         record["garbled"][decoding.name] = {
             "describe": decoding.describe(),
             "rows": garbled_run(engine, garbled),
         }
     record["load_average"]["after"] = load_average()
     return record
-
-
-def wer_verdict(default_wer: float, reference_wer: float, tolerance: float = 0.01) -> bool:
-    """Issue 14's rule: the default decoding may be at most 1 point (absolute) worse than the
-    reference; a speed-up that costs more does not ship."""
-    return default_wer - reference_wer <= tolerance + 1e-12
