@@ -72,12 +72,19 @@ def endpointing_table(record: dict[str, Any]) -> list[str]:
         return []
     lines = [
         "| end-of-turn silence | single sentences cut short | delay end of speech -> turn end p50 / p95 ms "
-        "| two-sentence clips cut at the pause (pause 150-300 / 300-450 / 450-600 ms) |",
-        "|---|---|---|---|",
+        "| two-sentence clips cut at the pause (pause 150-300 / 300-450 / 450-600 ms) "
+        "| Chinese fixtures cut short |",
+        "|---|---|---|---|---|",
     ]
     for ms, rows in table.items():
         single = rows["single sentence"]
         pair = rows["two sentences with a pause"]
+        zh = rows.get("Chinese fixtures (espeak-ng)")
+        zh_cell = (
+            "-"
+            if zh is None
+            else f"{zh['truncated']}/{zh['clips']} {' '.join(zh['truncated_clips'])}".strip()
+        )
         bins = " / ".join(f"{cut}/{n}" for cut, n in pair.get("truncated_by_pause_ms", {}).values())
         delay = (
             "-"
@@ -86,7 +93,7 @@ def endpointing_table(record: dict[str, Any]) -> list[str]:
         )
         lines.append(
             f"| {ms} ms | {single['truncated']}/{single['clips']} | {delay} "
-            f"| {pair['truncated']}/{pair['clips']} ({bins}) |"
+            f"| {pair['truncated']}/{pair['clips']} ({bins}) | {zh_cell} |"
         )
     return lines
 
@@ -145,7 +152,10 @@ def asr_lines(record: dict[str, Any] | None, machine_text: str = "") -> list[str
             "### Endpointing: the silence that ends a turn",
             "",
             "Silero VAD + the segmenter over every English clip (0.3 s of silence before, 1.5 s after) "
-            "and over two-sentence clips joined by a seeded 150-600 ms pause. A turn is cut short when "
+            "and over two-sentence clips joined by a seeded 150-600 ms pause, and over the espeak-ng "
+            "Mandarin fixtures (their own 0.3 s lead; zh_hello has a comma pause, and it is a clip of "
+            "the fleet workload). The segmenter counts 32 ms windows: 300 ms waits 320, 350 waits 352, "
+            "400 waits 416. A turn is cut short when "
             "the segmenter ends it before the last 10 ms frame above -40 dBFS; the delay runs from that "
             "frame to the moment the segmenter ends the turn.",
             "",

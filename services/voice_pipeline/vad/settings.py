@@ -14,15 +14,15 @@ class VadSettings(BaseModel):
         3, ge=1, description="Voiced windows among the last `window_history` to start speech."
     )
     window_history: int = Field(5, ge=1, description="Windows considered for the speech start vote.")
-    # Chosen by measurement (`make bench-asr`, docs/benchmarks.md "Endpointing", 2026-11-29): over
-    # 190 Piper sentences, 200 ms ended 10 turns inside a comma pause, 300 ms one (a comma in an
-    # 18-word sentence), 400 ms none; each 100 ms more adds ~96 ms to every turn (turn end p50 320 /
-    # 416 / 512 ms after speech). Two sentences with a 300-450 ms breath between them are split 5
-    # times in 11 at 300 ms, never at 400: the price of the faster turn.
+    # Chosen by measurement (`make bench-asr`, docs/benchmarks.md "Endpointing", 2026-11-29). The
+    # segmenter counts 32 ms windows: 300 waits 320 ms, 350 waits 352, 400 waits 416. Over 190
+    # Piper sentences 200 ended 10 turns inside a comma pause, 300 one, 400 none; 300 also split
+    # the espeak Mandarin clip zh_hello (a fleet-workload clip) at its comma, 350 does not; each
+    # step adds its wait to every turn's first audio.
     min_silence_ms: int = Field(
-        300,
+        350,
         ge=32,
-        description="Silence that ends an utterance (measured: 200 cuts comma pauses, 400 adds 100 ms per turn).",
+        description="Silence that ends an utterance (measured: 200-300 end turns at comma pauses, 400 adds 64 ms).",
     )
     threads: int = Field(1, ge=1, description="onnxruntime intra-op threads (batching, not threads, scales).")
     batch_max_size: int = Field(64, ge=1, description="Most sessions advanced in one model call.")
