@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # - no repetition penalty, no n-gram ban: with penalty 1.1 and no-repeat 4-grams WER was 4.1%
 #   against 2.2% for whisper's own decoding (the penalty drops a second "the": "lock back door and
 #   set heating to 19 degrees for night"); without them, 10 s window, 2.4% against 2.2% for the
-#   reference, within the 1-point budget, at 0.31-0.35 CPU s per utterance against 1.17 s for the
+#   reference, within the 1-point budget, at 0.31-0.35 CPU s per utterance against 1.16-1.17 s for the
 #   30 s window. Loops, which the penalty held back, are bounded by the duration cap instead.
 # - 10 tokens per second: speech in the set needs at most 5.9 (p99 5.5); Chinese, 1-2 tokens
 #   per character at ~5 characters per second, fits too.
