@@ -1,5 +1,5 @@
 # Capacity benchmarks (issue 7): `make bench` is NOT part of `make test` (it takes tens of minutes).
-.PHONY: bench bench-deps bench-docs bench-embedded report soak
+.PHONY: bench bench-asr bench-deps bench-docs bench-embedded report soak
 
 BENCH_STAMP := $(VENV)/.bench-deps-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 # Extra arguments for the search, e.g. BENCH_ARGS='--duration 120 --note "idle machine"'.
@@ -40,3 +40,11 @@ SOAK_ARGS ?= --devices 20 --duration 1800 --interval 30
 soak: install bench-deps ## 20 devices for 30 min with emulated providers: RSS/fds/threads/p95 every 30 s -> bench/results/soak-*.json (+ .png)
 	@mkdir -p bench/results
 	$(VENV)/bin/voice-pipeline soak $(SOAK_ARGS)
+
+# ASR accuracy and cost (issue 14), NOT part of `make test`: the test set is built once into
+# $VP_HOME/asr-testset; both decodings over ~190 utterances take ~5 CPU minutes.
+BENCH_ASR_ARGS ?=
+
+bench-asr: install bench-deps ## WER/CER + CPU per utterance (default vs reference decoding), bad audio, VAD endpointing -> bench/results, docs/benchmarks.md
+	@mkdir -p bench/results
+	$(VENV)/bin/voice-pipeline bench-asr $(BENCH_ASR_ARGS)

@@ -41,9 +41,9 @@ from voice_pipeline.cache.settings import CacheSettings
 from voice_pipeline.common.audio import read_wav, resample
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.stages import AsrStage, LlmStage, SpeechRequest, TtsStage
-from voice_pipeline.llm.history import Conversation
 from voice_pipeline.llm.settings import LlmSettings
 from voice_pipeline.tts.settings import TtsSettings
+from voice_pipeline.turn.history import ChatHistory
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ["en_weather", "en_hello", "zh_story", "zh_hello"]
@@ -127,7 +127,7 @@ async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
 
 
 async def stream_times(llm: LlmStage, question: str, language: str) -> tuple[float, float, str]:
-    messages = Conversation(LlmSettings().system_prompts).messages(question, language)
+    messages = ChatHistory(LlmSettings().system_prompts).messages(question, language)
     started = time.perf_counter()
     first: float | None = None
     parts = []

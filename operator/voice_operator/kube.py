@@ -27,7 +27,8 @@ class OperatorApi(KubeApi, Protocol):
 
 
 _PLURALS = {"Deployment": "deployments", "Service": "services", "ConfigMap": "configmaps",
-            "PodDisruptionBudget": "poddisruptionbudgets", "VoicePipeline": "voicepipelines"}  # fmt: skip
+            "PodDisruptionBudget": "poddisruptionbudgets", "VoicePipeline": "voicepipelines",
+            "ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings"}  # fmt: skip
 
 
 def _path(api_version: str, kind: str, namespace: str, name: str = "") -> str:

@@ -2,8 +2,9 @@
 
 Per stage: a Deployment running `voice-pipeline serve <stage>`, a Service, a PodDisruptionBudget;
 plus one ConfigMap holding every stage's operator-chosen settings (batch size, max wait,
-concurrency, queue size, Redis, stage URLs). Pods carry a hash of their stage's settings so a
-changed setting rolls them.
+concurrency, queue size, Redis, stage URLs), and the gateway's ServiceAccount with a Role that may
+only `get` this VoicePipeline (its status page shows the plan and conditions). Pods carry a hash
+of their stage's settings so a changed setting rolls them.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def stage_settings(owner: Owner, stage: str, plan: StagePlan, redis_url: str) ->
     if stage == "gateway":
         for other in c.MODEL_STAGES:
             settings[c.env_stage_url(other)] = f"http://{object_name(owner, other)}:{STAGE_PORT}"
+        settings[c.ENV_GATEWAY_PIPELINE_NAME] = owner.name
+        settings[c.ENV_GATEWAY_PIPELINE_NAMESPACE] = owner.namespace
     return settings
 
 
@@ -239,13 +242,54 @@ def deployment(
                     # No <SERVICE>_SERVICE_HOST variables: with a release named "vp" they would be
                     # VP_* names, which every settings class refuses as unknown keys.
                     "enableServiceLinks": False,
-                    "automountServiceAccountToken": False,  # stages never call the Kubernetes API
+                    # Only the gateway calls the Kubernetes API (a read of its own VoicePipeline),
+                    # as its own ServiceAccount; the model stages get no token at all.
+                    **(
+                        {
+                            "serviceAccountName": gateway_service_account(owner),
+                            "automountServiceAccountToken": True,
+                        }
+                        if stage == "gateway"
+                        else {"automountServiceAccountToken": False}
+                    ),
                     "terminationGracePeriodSeconds": 30,
                     "volumes": [{"name": "tmp", "emptyDir": {}}, *volumes],
                 },
             },
         },
     }
+
+
+def gateway_service_account(owner: Owner) -> str:
+    return object_name(owner, "gateway")
+
+
+def gateway_rbac(owner: Owner) -> list[dict[str, Any]]:
+    """The gateway's identity: a ServiceAccount, a Role allowing `get` on this one VoicePipeline
+    (resourceNames: not its siblings, not list/watch, not status writes) and their binding. The
+    operator may grant it because it holds that permission itself (RBAC forbids escalation)."""
+    name = gateway_service_account(owner)
+    subject = {"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}
+    rules = [
+        {"apiGroups": [c.API_GROUP], "resources": [c.PLURAL], "resourceNames": [owner.name], "verbs": ["get"]}
+    ]
+    rbac = "rbac.authorization.k8s.io"
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(owner, name, "gateway")},
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "Role",
+            "metadata": _meta(owner, name, "gateway"),
+            "rules": rules,
+        },
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(owner, name, "gateway"),
+            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": name},
+            "subjects": [subject],
+        },
+    ]
 
 
 def service(owner: Owner, stage: str) -> dict[str, Any]:
@@ -287,7 +331,8 @@ def desired_objects(
     stage_auth: StageAuth | None = None,
 ) -> list[dict[str, Any]]:
     image = image or DEFAULT_IMAGE
-    objects: list[dict[str, Any]] = [config_map(owner, plan, redis_url)]
+    # The gateway's ServiceAccount first: its Pods cannot be created before it exists.
+    objects: list[dict[str, Any]] = [config_map(owner, plan, redis_url), *gateway_rbac(owner)]
     for stage in c.STAGES:
         stage_plan = plan.stages[stage]
         objects += [

@@ -16,14 +16,14 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
 from voice_pipeline.asr.settings import AsrSettings
-from voice_pipeline.common.metrics import Metrics
-from voice_pipeline.common.stages import AsrStage, LlmStage, TtsStage, VadStage
 from voice_pipeline.llm.settings import LlmSettings
 from voice_pipeline.tts.settings import TtsSettings
 from voice_pipeline.vad.settings import VadSettings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the stage service table imports this for the model lists: no numpy at import
     from voice_pipeline.cache.build import Caches
+    from voice_pipeline.common.metrics import Metrics
+    from voice_pipeline.common.stages import AsrStage, LlmStage, TtsStage, VadStage
 
 log = logging.getLogger(__name__)
 

@@ -69,6 +69,9 @@ ENV_REDIS_URL: Final = "VP_CACHE__REDIS_URL"
 # The stage services' shared secret, as a file: checked by each stage, presented by the gateway.
 ENV_SERVICE_AUTH_TOKEN_FILE: Final = "VP_SERVICE__AUTH_TOKEN_FILE"
 ENV_STAGES_AUTH_TOKEN_FILE: Final = "VP_STAGES__AUTH_TOKEN_FILE"
+# The VoicePipeline a gateway belongs to: it reads its plan and conditions for the status page.
+ENV_GATEWAY_PIPELINE_NAME: Final = "VP_GATEWAY__PIPELINE__NAME"
+ENV_GATEWAY_PIPELINE_NAMESPACE: Final = "VP_GATEWAY__PIPELINE__NAMESPACE"
 
 # Engines a VoicePipeline may choose per stage (`spec.stages.<stage>.engine`), the first being the
 # stage's default, and the setting that carries the choice to the stage: ASR's `backend`

@@ -25,9 +25,9 @@ def settings_table() -> str:
 def service_settings_table() -> str:
     """The settings distributed mode adds: every stage service's `service` section, the gateway's
     `stages` section (the other sections are those of the all-in-one table)."""
-    from voice_pipeline.common.app import ServiceSettings
     from voice_pipeline.common.settings import describe_settings
     from voice_pipeline.gateway.service import StagesSettings
+    from voice_pipeline.stagehost.settings import ServiceSettings
 
     return _table(
         describe_settings(ServiceSettings, "VP_SERVICE__") + describe_settings(StagesSettings, "VP_STAGES__")

@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(func=_serve)
     stages = p.add_subparsers(dest="stage", metavar="STAGE", required=False)
-    for stage, (summary, env) in _STAGE_HELP.items():
+    for stage, (summary, env) in _stage_help().items():
         sp = stages.add_parser(
             stage,
             help=summary,
@@ -69,43 +69,37 @@ def register(sub: Any) -> None:
         sp.set_defaults(func=_serve_stage)
 
 
-_STAGE_HELP = {
-    "gateway": (
-        "the device gateway (xiaozhi WebSocket, OTA) using the stage services",
-        "stage URLs: VP_STAGES__VAD_URL, VP_STAGES__ASR_URL, VP_STAGES__LLM_URL, VP_STAGES__TTS_URL",
-    ),
-    "vad": ("the VAD stage service (Silero, sessions batched)", "VP_SERVICE__*, VP_VAD__*"),
-    "asr": ("the ASR stage service (utterances batched)", "VP_SERVICE__*, VP_ASR__*"),
-    "llm": (
-        "the LLM stage service (a provider, or a local llama.cpp server)",
-        "VP_SERVICE__*, VP_LLM__*",
-    ),
-    "tts": ("the TTS stage service (engine router, Opus out)", "VP_SERVICE__*, VP_TTS__*"),
-}
+_GATEWAY_HELP = (
+    "the device gateway (xiaozhi WebSocket, OTA) using the stage services",
+    "stage URLs: VP_STAGES__VAD_URL, VP_STAGES__ASR_URL, VP_STAGES__LLM_URL, VP_STAGES__TTS_URL",
+)
 
 
-def _stage_module(stage: str) -> Any:
-    import importlib
+def _stage_help() -> dict[str, tuple[str, str]]:
+    """(summary, settings) of each `serve` subcommand: the gateway, then every stage service."""
+    from voice_pipeline.stagehost.services import STAGE_SERVICES
 
-    return importlib.import_module(f"voice_pipeline.{stage}.service")
-
-
-def _settings_class(module: Any) -> Any:
-    from pydantic_settings import BaseSettings
-
-    return next(
-        v
-        for k, v in vars(module).items()
-        if k.endswith("ServiceSettings") and isinstance(v, type) and issubclass(v, BaseSettings)
-    )
+    return {
+        "gateway": _GATEWAY_HELP,
+        **{
+            name: (spec.summary, f"VP_SERVICE__*, VP_{name.upper()}__*")
+            for name, spec in STAGE_SERVICES.items()
+        },
+    }
 
 
 def _serve_stage(args: argparse.Namespace) -> int:
-    from voice_pipeline.common.app import load_service_settings, run_service
-    from voice_pipeline.common.settings import describe_settings, load_yaml_config
+    from voice_pipeline.common.settings import build_settings, describe_settings, load_yaml_config
+    from voice_pipeline.stagehost.app import run_service
+    from voice_pipeline.stagehost.services import STAGE_SERVICES
 
-    module = _stage_module(args.stage)
-    settings_class = _settings_class(module)
+    if args.stage == "gateway":
+        from voice_pipeline.gateway.service import GatewayServiceSettings
+
+        settings_class: Any = GatewayServiceSettings
+    else:
+        spec = STAGE_SERVICES[args.stage]
+        settings_class = spec.settings_class
     if args.help_settings:
         for env, default, description in describe_settings(settings_class):
             print(f"{env:42} {default:24} {description}")
@@ -119,19 +113,21 @@ def _serve_stage(args: argparse.Namespace) -> int:
         listen["port"] = args.port
     if listen:
         overrides[section] = listen
-    settings = load_service_settings(settings_class, overrides)
+    settings = build_settings(settings_class, overrides)
     if args.stage == "gateway":
-        return _run_gateway(module, settings)
-    _install(module.required_models(settings), install=not args.no_install)
+        return _run_gateway(settings)
+    _install(spec.models(settings), install=not args.no_install)
     print(
         f"voice-pipeline {args.stage} service on {settings.service.host}:{settings.service.port}",
         file=sys.stderr,
     )
-    return run_service(module.create_app(settings), settings.service)
+    return run_service(spec.create_app(settings), settings.service)
 
 
-def _run_gateway(module: Any, settings: Any) -> int:
+def _run_gateway(settings: Any) -> int:
     import uvicorn
+
+    from voice_pipeline.gateway.service import create_app
 
     gw = settings.gateway
     print(
@@ -140,7 +136,7 @@ def _run_gateway(module: Any, settings: Any) -> int:
         file=sys.stderr,
     )
     uvicorn.run(
-        module.create_app(settings),
+        create_app(settings),
         host=gw.host,
         port=gw.port,
         ws_max_size=gw.max_message_bytes,
@@ -196,7 +192,7 @@ def _run(settings: Any) -> int:
     from voice_pipeline.allinone import in_process_stages, lan_address
     from voice_pipeline.common.activity import SessionActivity
     from voice_pipeline.gateway.app import create_gateway_app
-    from voice_pipeline.llm.history import Conversation as History
+    from voice_pipeline.turn.history import ChatHistory
 
     gw = settings.gateway
     activity = SessionActivity()  # the gateway's sessions; the cache preload waits for none
@@ -205,7 +201,7 @@ def _run(settings: Any) -> int:
         settings.auth,
         settings.ota,
         lambda metrics: in_process_stages(settings, metrics, activity),
-        lambda: History.from_settings(settings.llm),
+        lambda: ChatHistory.from_settings(settings.llm),
         activity=activity,
     )
     host = lan_address() if gw.host in ("0.0.0.0", "::") else gw.host

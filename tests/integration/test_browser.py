@@ -166,16 +166,114 @@ async def test_the_stop_button_barges_in(stack: tuple[Server, Path], tmp_path: P
             "vp.turns.length && vp.turns[0].firstAudioMs !== null", TURN_TIMEOUT_S, "the reply's first audio"
         )
         await page.evaluate("document.getElementById('abort').click()")
-        turn = await page.wait_for("vp.turns[0].done && vp.turns[0]", 15, "tts stop after the abort")
+        await page.wait_for("vp.aborts.length && vp.aborts[0].answered", 15, "tts stop answering the abort")
+        turn = await page.evaluate("vp.turns[0]")
+        sent = await page.evaluate("vp.aborts[0]")
         await page.wait_for("new Promise((ok) => setTimeout(() => ok(true), 1000))", 5)
         after = await page.evaluate("vp.framesAfterAbort")
         row = await page.evaluate("document.querySelector('#turn-1 .reply').textContent")
         await page.evaluate("vpControls.disconnect()")
-    assert turn["aborted"], turn
+    assert turn["aborted"] and turn["done"], turn
+    assert sent["by"] == "button" and sent["reason"] is None, sent  # a device button sends no reason
     # Frames already on the wire when the abort left may land; the rest of the reply may not
     # (the pacer keeps at most 5 frames in flight; a whole reply is dozens).
     assert after <= 8, after
     assert "[stopped]" in row
+
+
+def _talk_over_microphone(tmp: Path) -> Path:
+    """The question, then 14 s of silence, in a loop: the first time it is a turn; the reply (the
+    emulator's, said six times: half a minute) is still playing when the question comes round
+    again, so the page hears the user talk over it. 14 s: the first reply's audio starts long
+    before the second question, however slow the machine (else that question would reach the
+    server while it thinks, a different kind of interruption)."""
+    mic = tmp / "talk-over.wav"
+    silence = np.zeros(16000, dtype=np.int16)
+    pcm = np.concatenate([silence, clip("en_weather"), *([silence] * 14)])
+    write_wav(mic, resample(pcm, 16000, 48000), 48000)
+    return mic
+
+
+@pytest.fixture(scope="module")
+def talkover(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
+    """A server whose replies are long (auth off): something to talk over."""
+    tmp = tmp_path_factory.mktemp("talk-over")
+    llm = start_llm_emulator(tmp, LlmProfile(reply_repeat=6))
+    try:
+        server = _server(tmp, llm, {})
+        try:
+            yield server, _talk_over_microphone(tmp)
+        finally:
+            stop_server(server)
+    finally:
+        stop_proc(llm)
+
+
+async def test_speaking_over_the_reply_barges_in(talkover: tuple[Server, Path], tmp_path: Path) -> None:
+    server, mic = talkover
+    async with chromium(tmp_path, mic) as page:
+        await page.goto(server.http + "/?mode=auto")
+        await page.evaluate("vpControls.connect()")
+        await page.wait_for(
+            "vp.turns.length && vp.turns[0].firstAudioMs !== null",
+            TURN_TIMEOUT_S,
+            "the long reply's first audio",
+        )
+        # The question comes round again over the reply: the page must hear it and interrupt.
+        barge = await page.wait_for("vp.aborts.length && vp.aborts[0]", 60, "a barge-in by voice")
+        # What the user said over the reply is the next turn: transcribed, answered.
+        turn2 = await page.wait_for(
+            "vp.turns.length > 1 && vp.turns[1].firstAudioMs !== null && vp.turns[1]",
+            TURN_TIMEOUT_S,
+            "the interrupting question answered",
+        )
+        barge = await page.evaluate("vp.aborts[0]")  # now with lateFrames (set when turn 2's reply began)
+        turn1 = await page.evaluate("vp.turns[0]")
+        row = await page.evaluate("document.querySelector('#turn-1 .reply').textContent")
+        await page.evaluate("vpControls.disconnect()")
+    print(
+        f"\nbarge-in: {barge}; turn 1 played {turn1['audioSeconds']:.1f} s; turn 2: {turn2['transcript']!r}"
+    )
+    log = server.log_path.read_text(errors="replace")
+    assert (barge["by"], barge["reason"], barge["turn"]) == ("voice", "wake_word_detected", 1), barge
+    assert barge["answered"], barge  # the server's tts stop came back for it
+    assert "abort (wake_word_detected)" in log, server.log_tail()  # the server got it, with its reason
+    assert barge["playingAfter"] == 0  # nothing of the reply left scheduled
+    # Frames already on the wire may land (and are dropped); the rest of a half-minute reply may not.
+    assert barge["lateFrames"] <= 8, barge
+    assert turn1["aborted"] and "[stopped]" in row
+    assert turn1["audioSeconds"] < 25, turn1  # cut well short of the six-fold reply
+    # The interrupting speech reached the server, the words that triggered the barge-in included.
+    assert len(words(turn2["transcript"]) & QUESTION) >= 3, (turn2, server.log_tail())
+
+
+async def test_pressing_talk_over_the_reply_barges_in(talkover: tuple[Server, Path], tmp_path: Path) -> None:
+    server, mic = talkover
+    async with chromium(tmp_path, mic) as page:
+        await page.goto(server.http + "/?mode=manual")
+        await _first_turn_started(page)
+        await page.evaluate("document.getElementById('talk').dispatchEvent(new PointerEvent('pointerdown'))")
+        shown = await page.evaluate("({aborts: vp.aborts, state: vp.state, sources: vp.replySources})")
+        await page.evaluate("document.getElementById('talk').dispatchEvent(new PointerEvent('pointerup'))")
+        await page.evaluate("vpControls.disconnect()")
+    assert [(a["by"], a["reason"]) for a in shown["aborts"]] == [("press", "wake_word_detected")], shown
+    assert shown["state"] == "listening" and shown["sources"] == 0, shown
+
+
+async def _first_turn_started(page: Page) -> None:
+    """Push-to-talk: the question, released, until the reply's first audio."""
+    await page.evaluate("vpControls.connect()")
+    await page.wait_for("vp.state === 'connected'", 30, "the page connected")
+    await page.evaluate("vpControls.listenStart()")
+    await page.wait_for(
+        "vp.voicedFrames >= 10 && performance.now() - vp.lastVoicedAt > 1000",
+        30,
+        "the question, then silence",
+    )
+    await page.evaluate("vpControls.listenStop()")
+    await page.wait_for(
+        "vp.turns.length && vp.turns[0].firstAudioMs !== null", TURN_TIMEOUT_S, "the reply's first audio"
+    )
 
 
 async def test_a_denied_microphone_is_explained(stack: tuple[Server, Path], tmp_path: Path) -> None:
@@ -225,12 +323,18 @@ async def test_the_status_page_shows_the_turns(stack: tuple[Server, Path], tmp_p
         )
         asr_ok = await page.evaluate("document.querySelector('#stage-asr').cells[1].textContent")
         charts = await page.evaluate("document.querySelectorAll('.uplot canvas').length")
+        # Not in a cluster: the VoicePipeline section says there is no operator, and shows no table.
+        pipeline = await page.evaluate(
+            "[document.getElementById('pipeline').dataset.state, document.getElementById('pipeline-state').textContent,"
+            " document.getElementById('pipeline-body').hidden]"
+        )
         if SCREENSHOTS:
             await page.screenshot(ROOT / SCREENSHOTS / "status-page.png")
     assert status["requests"]["asr"]["ok"] > 0 and status["requests"]["llm"]["ok"] > 0, status["requests"]
     assert int(asr_ok) == status["requests"]["asr"]["ok"]
     assert status["turns"] >= 1 and status["first_audio_mean_s"] is not None
     assert charts == 4
+    assert pipeline[0] == "none" and pipeline[1].startswith("No operator") and pipeline[2], pipeline
 
 
 async def test_a_busy_server_is_explained_and_the_page_reconnects_when_a_seat_frees(

@@ -29,9 +29,9 @@ from voice_pipeline.cache.settings import CacheSettings
 from voice_pipeline.common.audio import OpusDecoder
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.stages import AsrStage, ChatMessage, LlmStage, SpeechRequest, TtsStage
-from voice_pipeline.llm.history import Conversation
 from voice_pipeline.llm.settings import LlmSettings
 from voice_pipeline.tts.settings import TtsSettings
+from voice_pipeline.turn.history import ChatHistory
 
 from .helpers import clip, words
 from .redis_server import RedisServer
@@ -97,7 +97,7 @@ async def pipeline(redis_server: RedisServer) -> AsyncIterator[Pipeline]:
 
 def first_turn(question: str, language: str = "en") -> list[ChatMessage]:
     """The messages the gateway sends for a session's first question."""
-    return Conversation(LLM.system_prompts).messages(question, language)
+    return ChatHistory(LLM.system_prompts).messages(question, language)
 
 
 async def ask(llm: LlmStage, messages: list[ChatMessage]) -> tuple[str, int]:
@@ -142,7 +142,7 @@ async def test_paraphrase_is_an_llm_hit_in_this_and_another_replica(pipeline: Pi
     assert pipeline.work("llm") == work + 2
     # A request with earlier turns is neither looked up nor stored.
     looked_up = pipeline.cache("llm", "hit") + pipeline.cache("llm", "miss")
-    history = Conversation(LLM.system_prompts)
+    history = ChatHistory(LLM.system_prompts)
     history.commit("Hi there.", "Hello!")
     await ask(pipeline.llm, history.messages("How is the weather today?", "en"))
     assert pipeline.work("llm") == work + 3

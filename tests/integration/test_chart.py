@@ -163,15 +163,21 @@ def test_rbac_is_namespaced_and_least_privilege() -> None:
         for v in rule["verbs"]
     }
     assert not any("*" in item for item in granted)
-    assert not any(r in ("secrets", "pods", "roles", "rolebindings") for _, r, _ in granted)
+    assert not any(r in ("secrets", "pods", "clusterroles", "clusterrolebindings") for _, r, _ in granted)
     # Exactly what the operator does: kopf watches/patches VoicePipelines and their status, posts
-    # Events; reconcile GETs and server-side-applies (PATCH, authorized as create when it creates) what it owns.
+    # Events; reconcile GETs and server-side-applies (PATCH, authorized as create when it creates) what it owns,
+    # including each gateway's ServiceAccount, Role and RoleBinding (never "bind" or "escalate": the
+    # API server lets it grant only what it holds, and the gateway Role is a `get` it holds).
     owned = {
         ("apps", "deployments"),
         ("", "services"),
         ("", "configmaps"),
         ("policy", "poddisruptionbudgets"),
+        ("", "serviceaccounts"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
     }
+    assert not any(v in ("bind", "escalate", "impersonate") for _, _, v in granted)
     for group, resource in owned:
         assert {v for g, r, v in granted if (g, r) == (group, resource)} == {"get", "create", "patch"}, (
             resource

@@ -14,12 +14,13 @@ import pytest
 
 from voice_pipeline.asr.engine import AsrItem
 from voice_pipeline.asr.openai_remote import OpenAITranscriptionEngine
+from voice_pipeline.common.breaker import Breaker
 from voice_pipeline.common.errors import ProviderUnavailableError
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.stages import ChatMessage, SpeechRequest
 from voice_pipeline.llm.anthropic_client import AnthropicProvider
 from voice_pipeline.llm.openai_client import LlmStreamError
-from voice_pipeline.llm.router import Breaker, LlmRouter, ProviderState
+from voice_pipeline.llm.router import LlmRouter, ProviderState
 from voice_pipeline.tts.azure import AzureEngine
 from voice_pipeline.tts.engine import PcmChunk, TtsEngine
 from voice_pipeline.tts.iflytek import IflytekEngine, signed_url

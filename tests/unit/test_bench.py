@@ -117,6 +117,8 @@ def test_llm_emulator_answers_in_the_language_heard() -> None:
     en_tokens = reply_tokens(en, 4096)
     assert 50 <= len("".join(en_tokens)) <= 120 and all(t.strip() for t in en_tokens)
     assert len(reply_tokens(en, 3)) == 3
+    once = "".join(en_tokens)  # --reply-repeat: the same reply, said again (a long one to talk over)
+    assert "".join(reply_tokens(en, 4096, repeat=3)) == " ".join([once] * 3)
 
 
 def test_tts_emulator_audio_lasts_as_long_as_speech() -> None:

@@ -22,7 +22,7 @@ from voice_pipeline.common.stages import (
 )
 from voice_pipeline.gateway.conversation import Conversation, Stages
 from voice_pipeline.gateway.settings import GatewaySettings
-from voice_pipeline.llm.history import Conversation as History
+from voice_pipeline.turn.history import ChatHistory
 
 
 class Out:
@@ -115,7 +115,7 @@ def make(
     out = Out()
     stages = Stages(vad=FakeVad(), asr=asr or FakeAsr(), llm=llm, tts=tts or FakeTts())
     settings = GatewaySettings(min_utterance_ms=0, playback_lead_ms=2000)
-    conv = Conversation("s1", out, stages, settings, Metrics(), History({"en": "prompt"}))
+    conv = Conversation("s1", out, stages, settings, Metrics(), ChatHistory({"en": "prompt"}))
     return conv, out, stages
 
 

@@ -22,7 +22,7 @@ from voice_pipeline.gateway.auth import AuthSettings
 from voice_pipeline.gateway.conversation import Stages
 from voice_pipeline.gateway.ota import OtaSettings
 from voice_pipeline.gateway.settings import GatewaySettings
-from voice_pipeline.llm.history import Conversation as History
+from voice_pipeline.turn.history import ChatHistory
 
 from .test_conversation import FakeAsr, FakeLlm, FakeTts, FakeVad
 
@@ -57,7 +57,7 @@ def make_app(
         auth or AuthSettings(),
         ota or OtaSettings(),
         stages,
-        lambda: History({"en": "prompt"}),
+        lambda: ChatHistory({"en": "prompt"}),
         Metrics(),
         clock=clock or Clock(),
     )

@@ -1,18 +1,18 @@
-"""Conversation window, emotion mapping and speech text cleaning."""
+"""Chat history window, emotion mapping and speech text cleaning."""
 
 from __future__ import annotations
 
 import pytest
 
-from voice_pipeline.llm.emotion import emotion_for
-from voice_pipeline.llm.history import Conversation
 from voice_pipeline.tts.text import clean_for_speech, guess_language
+from voice_pipeline.turn.emotion import emotion_for
+from voice_pipeline.turn.history import ChatHistory
 
 PROMPTS = {"en": "EN prompt", "zh": "中文提示"}
 
 
 def test_history_window_keeps_recent_turns_within_budget() -> None:
-    conv = Conversation(PROMPTS, max_turns=2, max_chars=1000)
+    conv = ChatHistory(PROMPTS, max_turns=2, max_chars=1000)
     for i in range(4):
         conv.commit(f"q{i}", f"a{i}")
     messages = conv.messages("now", "en")
@@ -22,14 +22,14 @@ def test_history_window_keeps_recent_turns_within_budget() -> None:
 
 
 def test_char_budget_drops_oldest_first() -> None:
-    conv = Conversation(PROMPTS, max_turns=10, max_chars=25)
+    conv = ChatHistory(PROMPTS, max_turns=10, max_chars=25)
     conv.commit("old question", "old answer")  # 22 chars
     conv.commit("new q", "new a")  # 10 chars
     assert [m.content for m in conv.messages("x")][1:-1] == ["new q", "new a"]
 
 
 def test_unanswered_turns_are_not_recorded() -> None:
-    conv = Conversation(PROMPTS)
+    conv = ChatHistory(PROMPTS)
     conv.commit("hello", "  ")
     assert conv.is_fresh
     conv.commit("hello", "Hi.")

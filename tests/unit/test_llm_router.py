@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from voice_pipeline.common.breaker import Breaker
 from voice_pipeline.common.errors import OverloadedError, ProviderUnavailableError
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.stages import ChatMessage
 from voice_pipeline.llm.openai_client import LlmStreamError
-from voice_pipeline.llm.router import Breaker, LlmRouter, ProviderState, rank
+from voice_pipeline.llm.router import LlmRouter, ProviderState, rank
 from voice_pipeline.llm.settings import LlmSettings, ProviderSettings
 from voice_pipeline.llm.stage import InProcessLlm, router_from_settings
 

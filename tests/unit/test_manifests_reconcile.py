@@ -80,6 +80,32 @@ def test_objects_carry_owner_labels_plan_and_settings() -> None:
     assert asr_service["spec"]["clusterIP"] == "None"  # headless: the gateway sees every replica
 
 
+def test_only_the_gateway_gets_a_token_and_it_may_only_read_its_own_pipeline() -> None:
+    plan = make_plan(parse_spec({"devices": 60, "nodeSize": "4c16g"}), PROFILE)
+    objects = desired_objects(OWNER, plan)
+    by = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    role = by[("Role", "office-gateway")]
+    assert role["rules"] == [
+        {"apiGroups": ["voice.pipeline.dev"], "resources": ["voicepipelines"], "resourceNames": ["office"], "verbs": ["get"]}
+    ]  # fmt: skip
+    binding = by[("RoleBinding", "office-gateway")]
+    assert binding["roleRef"]["name"] == "office-gateway"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "office-gateway", "namespace": OWNER.namespace}
+    ]
+    assert by[("ServiceAccount", "office-gateway")]["metadata"]["ownerReferences"] == [OWNER.reference()]
+    for stage in ("gateway", "vad", "asr", "llm", "tts"):
+        pod = by[("Deployment", f"office-{stage}")]["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is (stage == "gateway"), stage
+        assert pod.get("serviceAccountName") == ("office-gateway" if stage == "gateway" else None)
+    settings = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
+    assert settings["gateway.VP_GATEWAY__PIPELINE__NAME"] == "office"
+    assert settings["gateway.VP_GATEWAY__PIPELINE__NAMESPACE"] == OWNER.namespace
+    # The ServiceAccount is applied before the Deployment whose Pods run as it.
+    names = [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
+    assert names.index("ServiceAccount/office-gateway") < names.index("Deployment/office-gateway")
+
+
 def test_is_subset_ignores_server_defaults_but_not_changes() -> None:
     desired = {"spec": {"replicas": 2, "ports": [{"port": 1}]}}
     assert is_subset(
@@ -101,7 +127,8 @@ def test_condition_transition_time_changes_only_on_flips() -> None:
 def test_reconcile_applies_once_then_writes_nothing() -> None:
     api = FakeApi()
     first = reconcile(body(), api, PROFILE, now)
-    assert len(first.applied) == 16 and first.events[0][:2] == ("Normal", "Applied")
+    # 5 stages x (Deployment, Service, PDB) + ConfigMap + the gateway's ServiceAccount, Role, RoleBinding
+    assert len(first.applied) == 19 and first.events[0][:2] == ("Normal", "Applied")
     assert first.status["observedGeneration"] == 1 and first.status["ready"] == "0/5"
     writes = len(api.writes)
     second = reconcile(body(status=first.status), api, PROFILE, now)

@@ -15,7 +15,7 @@ from voice_operator.providers import ENV_LLM_PROVIDERS
 from voice_operator.reconcile import reconcile
 from voice_operator.spec import parse_spec
 from voice_pipeline.common.settings import unknown_env_keys
-from voice_pipeline.llm.service import LlmServiceSettings
+from voice_pipeline.stagehost.settings import LlmServiceSettings
 
 OWNER = Owner("office", "voice", "uid-1")
 PROVIDERS: list[dict[str, Any]] = [

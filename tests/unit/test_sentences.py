@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voice_pipeline.llm.sentences import SentenceSplitter
+from voice_pipeline.turn.sentences import SentenceSplitter
 
 
 def split(deltas: list[str]) -> list[str]:

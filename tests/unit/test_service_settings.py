@@ -13,16 +13,18 @@ from voice_operator.manifests import Owner, desired_objects, stage_settings
 from voice_operator.profiles import StageCost, load_profile
 from voice_operator.spec import parse_spec
 from voice_pipeline import contract as c
-from voice_pipeline.asr.service import AsrServiceSettings
 from voice_pipeline.asr.settings import AsrSettings
-from voice_pipeline.common.app import load_service_settings
 from voice_pipeline.common.errors import ConfigError
+from voice_pipeline.common.settings import build_settings as load_service_settings
 from voice_pipeline.common.settings import unknown_env_keys
 from voice_pipeline.gateway.service import GatewayServiceSettings
-from voice_pipeline.llm.service import LlmServiceSettings
-from voice_pipeline.tts.service import TtsServiceSettings
+from voice_pipeline.stagehost.settings import (
+    AsrServiceSettings,
+    LlmServiceSettings,
+    TtsServiceSettings,
+    VadServiceSettings,
+)
 from voice_pipeline.tts.settings import TtsSettings
-from voice_pipeline.vad.service import VadServiceSettings
 
 OWNER = Owner("office", "voice", "uid-1")
 CLOUD = [{"name": "cloud", "baseUrl": "https://llm.example/v1"}]

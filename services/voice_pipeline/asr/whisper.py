@@ -9,6 +9,13 @@ The encoder's cost is proportional to the window, not to the speech: CTranslate2
 shorter than Whisper's 30 s, and a 10 s window encodes ~4x faster with the same transcripts on our
 clips (measured: 0.61 s -> 0.15 s per clip, 2 threads). Much shorter windows make Whisper repeat
 itself, so the window is max(`min_window_s`, longest utterance in the batch), in 5 s steps.
+
+Bad audio is bounded (issue 14, item 3; the decisions are pure functions in `decoding.py`): each
+utterance may decode at most `token_cap(seconds)` tokens, and a transcript that reaches it ending
+in a repetition loop keeps one copy of the repeated part; under `auto`, a language detection that
+gives no allowed language `language_min_probability` decodes in `fallback_language`, with the
+repetition penalty and n-gram ban that stop loops (not used on confidently placed speech: they cost
+it accuracy).
 """
 
 from __future__ import annotations
@@ -20,7 +27,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from voice_pipeline.asr.decoding import choose_language, loop_start, token_cap
 from voice_pipeline.asr.engine import AsrItem, clean_text
+from voice_pipeline.asr.settings import (
+    LANGUAGE_MIN_PROBABILITY,
+    NO_REPEAT_NGRAM,
+    REPETITION_PENALTY,
+    TOKENS_PER_SECOND,
+)
 from voice_pipeline.common.errors import ModelMissingError
 from voice_pipeline.common.stages import Transcript
 
@@ -28,6 +42,13 @@ log = logging.getLogger(__name__)
 MAX_SECONDS = 30.0
 FRAMES_PER_SECOND = 100  # Whisper log-mel hop: 10 ms
 WINDOW_STEP_S = 5
+
+
+def ct2_max_length(tokens: int) -> int:
+    """CTranslate2's `max_length` for at most `tokens` output tokens. Measured on CTranslate2 4.8.5
+    (whisper-base): a sequence stops at max_length / 2 tokens, forced prefix included (10 -> 5,
+    96 -> 48, 448 -> 224, with or without a prefix), so the option is twice the tokens wanted."""
+    return 2 * tokens
 
 
 class WhisperEngine:
@@ -42,6 +63,15 @@ class WhisperEngine:
         languages: Sequence[str] = ("zh", "en"),
         min_window_s: float = 10.0,
         workers: int = 1,
+        repetition_penalty: float = REPETITION_PENALTY,
+        no_repeat_ngram_size: int = NO_REPEAT_NGRAM,
+        tokens_per_second: float = TOKENS_PER_SECOND,
+        cap_floor_tokens: int = 8,
+        stop_loops: bool = True,
+        language_min_probability: float = LANGUAGE_MIN_PROBABILITY,
+        fallback_language: str = "",
+        guard_repetition_penalty: float = 1.1,
+        guard_no_repeat_ngram_size: int = 4,
     ) -> None:
         if not (model_dir / "model.bin").is_file():
             raise ModelMissingError(
@@ -66,6 +96,21 @@ class WhisperEngine:
         self.beam_size = beam_size
         self.max_decode_tokens = max_decode_tokens
         self.min_window_s = min_window_s
+        self.repetition_penalty = repetition_penalty
+        self.no_repeat_ngram_size = no_repeat_ngram_size
+        self.tokens_per_second = tokens_per_second  # 0: no duration cap, only max_decode_tokens
+        self.cap_floor_tokens = cap_floor_tokens
+        self.stop_loops = stop_loops
+        self.language_min_probability = language_min_probability
+        self.fallback_language = fallback_language or self.languages[0]
+        # Decoding of utterances whose language detection fell back: the loop guards that cost
+        # real speech 1.9 WER points (docs/benchmarks.md) but stop unplaceable audio looping.
+        self.guard_repetition_penalty = guard_repetition_penalty
+        self.guard_no_repeat_ngram_size = guard_no_repeat_ngram_size
+        # Per item of the last batch, for benchmarks that call one batch at a time (with several
+        # workers these are whichever batch finished last).
+        self.last_detections: list[dict[str, float]] = []
+        self.last_token_counts: list[int] = []  # tokens decoded (the cost), before loop repeats are cut
 
     def _window_frames(self, items: Sequence[AsrItem]) -> int:
         longest = max(item.seconds for item in items)
@@ -77,16 +122,89 @@ class WhisperEngine:
         features = self._model.feature_extractor(pcm)[..., :-1]
         return np.asarray(self._pad_or_trim(features, frames), dtype=np.float32)
 
-    def _pick_languages(self, encoded: object, items: Sequence[AsrItem]) -> list[str]:
-        """Forced languages stay; `auto` picks the likeliest of the allowed languages."""
+    def _pick_languages(self, encoded: object, items: Sequence[AsrItem]) -> tuple[list[str], list[bool]]:
+        """(language, guarded) per item: forced languages stay; `auto` picks the likeliest allowed
+        language, or falls back (guarded: decode with the loop guards) when none is likely."""
         todo = [i for i, item in enumerate(items) if item.language == "auto"]
         chosen = [item.language for item in items]
+        detections_out: list[dict[str, float]] = [{} for _ in items]
+        guarded = [False] * len(items)
         if todo:
             detections = self._model.model.detect_language(encoded)
             for i in todo:
                 scores = {token.strip("<|>"): p for token, p in detections[i]}
-                chosen[i] = max(self.languages, key=lambda lang: scores.get(lang, 0.0))
-        return chosen
+                detections_out[i] = {lang: scores.get(lang, 0.0) for lang in self.languages}
+                chosen[i], confident = choose_language(
+                    scores, self.languages, self.fallback_language, self.language_min_probability
+                )
+                guarded[i] = not confident
+        self.last_detections = detections_out
+        return chosen, guarded
+
+    def _caps(self, items: Sequence[AsrItem]) -> list[int]:
+        """Most tokens per item: floor + rate x seconds, never above max_decode_tokens."""
+        if self.tokens_per_second <= 0:
+            return [self.max_decode_tokens] * len(items)
+        rate, floor = self.tokens_per_second, self.cap_floor_tokens
+        return [token_cap(item.seconds, rate, floor, self.max_decode_tokens) for item in items]
+
+    def _generate(
+        self, encoded: object, prompts: list[list[int]], tokens: int, guarded: bool = False
+    ) -> list[list[int]]:
+        penalty, ngram = (
+            (self.guard_repetition_penalty, self.guard_no_repeat_ngram_size)
+            if guarded
+            else (self.repetition_penalty, self.no_repeat_ngram_size)
+        )
+        results = self._model.model.generate(
+            encoded,
+            prompts,
+            beam_size=self.beam_size,
+            max_length=ct2_max_length(tokens),
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            repetition_penalty=penalty,
+            no_repeat_ngram_size=ngram,
+        )
+        return [list(r.sequences_ids[0]) for r in results]
+
+    def _decode(
+        self, encoded: object, prompts: list[list[int]], items: Sequence[AsrItem], guard: Sequence[bool]
+    ) -> list[list[int]]:
+        """Token ids per item (no special tokens), within each item's cap, loop repeats cut.
+
+        One generate call for the batch, up to the largest cap. CTranslate2's Whisper has no
+        per-token callback, so a loop cannot be interrupted mid-call; continuing a first, shorter
+        pass with the tokens as a prefix re-decodes the prefix token by token (measured: reversed
+        English, 6.5 s, 1.23 CPU s in two passes against 0.72 s in one), so the duration cap is
+        the stop and the loop's repeats are dropped from a transcript that reached it."""
+        import ctranslate2
+
+        caps = self._caps(items)
+        guarded = [i for i, g in enumerate(guard) if g]
+        if not guarded:
+            out = self._generate(encoded, prompts, max(caps))
+        else:
+            # Unplaceable audio (the detection fell back) decodes apart, with the loop guards: a
+            # separate call, since CTranslate2 takes one penalty per call. Such items are rare.
+            out = [[] for _ in items]
+            array = np.asarray(encoded)
+            plain = [i for i in range(len(items)) if i not in guarded]
+            for group, with_guards in ((plain, False), (guarded, True)):
+                if not group:
+                    continue
+                sub = ctranslate2.StorageView.from_array(np.ascontiguousarray(array[group]))
+                got = self._generate(
+                    sub, [prompts[i] for i in group], max(caps[i] for i in group), with_guards
+                )
+                for i, ids in zip(group, got, strict=True):
+                    out[i] = ids
+        self.last_token_counts = [min(len(ids), cap) for ids, cap in zip(out, caps, strict=True)]
+        for i, ids in enumerate(out):
+            ids = ids[: caps[i]]
+            start = loop_start(ids) if self.stop_loops and len(ids) >= caps[i] else None
+            out[i] = ids if start is None else ids[:start]
+        return out
 
     def transcribe_batch(self, items: Sequence[AsrItem]) -> list[Transcript]:
         if not items:
@@ -96,24 +214,16 @@ class WhisperEngine:
         frames = self._window_frames(items)
         features = np.stack([self._features(item, frames) for item in items])
         encoded = self._model.model.encode(ctranslate2.StorageView.from_array(features))
-        languages = self._pick_languages(encoded, items)
+        languages, guard = self._pick_languages(encoded, items)
         prompts = []
         for lang in languages:
             tokenizer = self._tokenizers.get(lang) or self._tokenizers["en"]
             prompts.append([*tokenizer.sot_sequence, tokenizer.no_timestamps])
-        results = self._model.model.generate(
-            encoded,
-            prompts,
-            beam_size=self.beam_size,
-            max_length=self.max_decode_tokens,
-            suppress_blank=True,
-            suppress_tokens=[-1],
-            repetition_penalty=1.1,
-            no_repeat_ngram_size=4,
-        )
         transcripts = []
-        for item, lang, result in zip(items, languages, results, strict=True):
+        for item, lang, ids in zip(
+            items, languages, self._decode(encoded, prompts, items, guard), strict=True
+        ):
             tokenizer = self._tokenizers.get(lang) or self._tokenizers["en"]
-            tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+            tokens = [t for t in ids if t < tokenizer.eot]
             transcripts.append(Transcript(clean_text(tokenizer.decode(tokens)), lang, item.seconds))
         return transcripts

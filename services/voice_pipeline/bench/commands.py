@@ -64,6 +64,22 @@ def register(sub: Any) -> None:
     b.add_argument("--docs-only", action="store_true", help="only regenerate the page from the results")
     b.set_defaults(func=_bench)
 
+    a = sub.add_parser(
+        "bench-asr",
+        help="ASR accuracy and cost on the fixed test set: WER/CER, CPU per utterance, bad audio, endpointing",
+        description="Builds the ASR test set once (Piper voice, cached in $VP_HOME/asr-testset), then measures "
+        "the default and the reference whisper decoding (WER English, CER Chinese, CPU per utterance, "
+        "latency), CPU on garbled audio before and after the decode bounds, and the VAD end-of-turn "
+        "silence (utterances cut short vs delay). Writes bench/results/<date>-asr.json and "
+        "docs/benchmarks.md.",
+    )
+    a.add_argument("--limit", type=int, default=0, help="only the first N English utterances (0 = all)")
+    a.add_argument("--threads", type=int, default=2, help="CTranslate2 threads (default 2, the ASR default)")
+    a.add_argument("--note", default="", help="conditions of this run, recorded with it")
+    a.add_argument("--results", default="bench/results", help="results directory (default bench/results)")
+    a.add_argument("--docs", default="docs/benchmarks.md", help="benchmarks page to regenerate")
+    a.set_defaults(func=_bench_asr)
+
     r = sub.add_parser(
         "report",
         help="write the capacity report (Markdown + PNG charts) from the cost profile and benchmark results",
@@ -103,7 +119,7 @@ def _predictions(machine: dict[str, Any], profile: str | None) -> dict[str, Any]
 
 def _bench(args: argparse.Namespace) -> int:
     from voice_pipeline.bench.docs import render
-    from voice_pipeline.bench.results import load_all, save
+    from voice_pipeline.bench.results import latest_of_kind, load_all, save
 
     results, docs = Path(args.results), Path(args.docs)
     if not args.docs_only:
@@ -146,7 +162,37 @@ def _bench(args: argparse.Namespace) -> int:
             print(f"[bench {mode}] {found['supported_devices']} devices supported -> {path}", file=sys.stderr)
     # Hand-written conditions and analysis of the recorded runs, kept beside them.
     notes = results.parent / "analysis.md"
-    render(load_all(results), docs.parent / "img", docs, notes.read_text() if notes.exists() else "")
+    asr = latest_of_kind(results, "asr-accuracy")
+    render(load_all(results), docs.parent / "img", docs, notes.read_text() if notes.exists() else "", asr)
+    print(f"wrote {docs}", file=sys.stderr)
+    return 0
+
+
+def _bench_asr(args: argparse.Namespace) -> int:
+    from voice_pipeline.bench.asr_bench import run
+    from voice_pipeline.bench.docs import render
+    from voice_pipeline.bench.results import latest_of_kind, load_all, save
+
+    results, docs = Path(args.results), Path(args.docs)
+    record = run(
+        args.limit or None, args.threads, args.note, lambda m: print(f"[bench-asr] {m}", file=sys.stderr)
+    )
+    path = save(record, results)
+    for name, d in record["decodings"].items():
+        s = d["summary"]
+        print(
+            f"[bench-asr] {name}: WER {s['wer_en'] * 100:.1f}% CER {s['cer_zh'] * 100:.1f}% "
+            f"CPU {s['cpu_s_mean']:.3f} s/utterance -> {path}",
+            file=sys.stderr,
+        )
+    notes = results.parent / "analysis.md"
+    render(
+        load_all(results),
+        docs.parent / "img",
+        docs,
+        notes.read_text() if notes.exists() else "",
+        latest_of_kind(results, "asr-accuracy"),
+    )
     print(f"wrote {docs}", file=sys.stderr)
     return 0
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from voice_pipeline.bench import charts
+from voice_pipeline.bench.asr_docs import asr_lines
 from voice_pipeline.bench.model_check import difference, predict
 from voice_pipeline.bench.results import latest
 
@@ -16,8 +17,26 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
+def isa_summary(m: dict[str, Any]) -> str:
+    """CPU flags and what the runtimes dispatch to, for records that carry them (issue 14)."""
+    parts = []
+    if m.get("cpu_flags"):
+        parts.append("flags " + " ".join(f for f in m["cpu_flags"] if f.startswith(("avx", "amx"))))
+    ct2 = (m.get("runtimes") or {}).get("ctranslate2") or {}
+    if ct2.get("selected_isa"):
+        parts.append(
+            f"CTranslate2 {ct2.get('version', '?')} ISA {ct2['selected_isa']}"
+            f" ({ct2.get('compute_type', '?')}, int8 GEMM {ct2.get('gemm_s8_backend', '?').split(' ')[0]})"
+        )
+    ort = (m.get("runtimes") or {}).get("onnxruntime") or {}
+    if ort.get("version"):
+        parts.append(f"onnxruntime {ort['version']} {ort.get('provider_in_use', '')}".strip())
+    return "; ".join(parts)
+
+
 def _machine(m: dict[str, Any]) -> str:
-    return f"{m['cores']} cores, {m['memory_gib']:g} GiB, {m['cpu']}"
+    isa = isa_summary(m)
+    return f"{m['cores']} cores, {m['memory_gib']:g} GiB, {m['cpu']}" + (f" ({isa})" if isa else "")
 
 
 def _models(models: dict[str, str]) -> str:
@@ -255,7 +274,13 @@ def targets_lines(record: dict[str, Any], profile_path: str | None = None) -> li
     return ["| target | measured | |", "|---|---|---|", *[f"| {a} | {b} | {c} |" for a, b, c in rows]]
 
 
-def render(records: list[dict[str, Any]], img_dir: Path, doc_path: Path, conditions: str = "") -> str:
+def render(
+    records: list[dict[str, Any]],
+    img_dir: Path,
+    doc_path: Path,
+    conditions: str = "",
+    asr: dict[str, Any] | None = None,
+) -> str:
     img_dir.mkdir(parents=True, exist_ok=True)
     rel = Path("img")  # docs/img next to docs/benchmarks.md
     lines = [
@@ -309,6 +334,7 @@ def render(records: list[dict[str, Any]], img_dir: Path, doc_path: Path, conditi
             "",
         ]
         lines += ["### Where the time goes (profiler at the supported load)", "", *profile_lines(record), ""]
+    lines += asr_lines(asr, _machine(asr["machine"]) if asr else "")
     lines += ["## All measured rows", "", *TABLE_HEAD]
     for record in records:
         lines += step_rows(record)

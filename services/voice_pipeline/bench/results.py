@@ -34,3 +34,16 @@ def load_all(results_dir: Path) -> list[dict[str, Any]]:
 def latest(records: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
     matching = [r for r in records if r["mode"] == mode]
     return matching[-1] if matching else None
+
+
+def latest_of_kind(results_dir: Path, kind: str) -> dict[str, Any] | None:
+    """The newest record of another kind (e.g. "asr-accuracy") in the results directory."""
+    found = []
+    for path in sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read benchmark result {path}: {exc}") from exc
+        if isinstance(record, dict) and record.get("kind") == kind:
+            found.append(record)
+    return max(found, key=lambda r: str(r["date"])) if found else None

@@ -33,10 +33,10 @@ SYSTEM_PROCESSES = {"allinone": ("server",), "distributed": ("gateway", "vad", "
 SETTINGS_CLASSES = {
     "server": "voice_pipeline.allinone:AllInOneSettings",
     "gateway": "voice_pipeline.gateway.service:GatewayServiceSettings",
-    "vad": "voice_pipeline.vad.service:VadServiceSettings",
-    "asr": "voice_pipeline.asr.service:AsrServiceSettings",
-    "llm": "voice_pipeline.llm.service:LlmServiceSettings",
-    "tts": "voice_pipeline.tts.service:TtsServiceSettings",
+    "vad": "voice_pipeline.stagehost.settings:VadServiceSettings",
+    "asr": "voice_pipeline.stagehost.settings:AsrServiceSettings",
+    "llm": "voice_pipeline.stagehost.settings:LlmServiceSettings",
+    "tts": "voice_pipeline.stagehost.settings:TtsServiceSettings",
 }
 
 
@@ -116,6 +116,8 @@ def start_llm_emulator(log_dir: Path, profile: LlmProfile) -> Proc:
     port = free_port()
     argv = [*CLI, "emulate", "llm", "--port", str(port)]
     argv += ["--ttft-ms", str(profile.ttft_ms), "--tokens-per-s", str(profile.tokens_per_s)]
+    if profile.reply_repeat != 1:
+        argv += ["--reply-repeat", str(profile.reply_repeat)]
     return start("llm-emulator", argv, port, log_dir, "/healthz", timeout=60)
 
 

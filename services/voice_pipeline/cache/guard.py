@@ -1,8 +1,8 @@
 """Every backend call goes through here: a deadline, a breaker, one warning per outage.
 
 A cache may only ever make a request faster. So each call gets a short deadline, and a failure
-(error or timeout) opens a breaker: for `retry_after_s` every call is bypassed without touching the
-backend, then one call probes it. When the probe succeeds the breaker closes and the cache is back;
+(error or timeout) opens a breaker (`common.breaker`, opened by one failure): for `retry_after_s`
+every call is bypassed without touching the backend, then one call probes it. When the probe succeeds the breaker closes and the cache is back;
 redis-py's pool has reconnected by then. Callers catch `CacheUnavailable` and go on without the
 cache; its `result` is the metric label: "error" (this call failed) or "bypass" (skipped, the
 backend is known to be down).
@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
 from voice_pipeline.cache.backend import CacheBackend
+from voice_pipeline.common.breaker import Breaker
 
 log = logging.getLogger(__name__)
 
@@ -41,42 +42,38 @@ class GuardedBackend:
         self.op_timeout_s = op_timeout_s
         self.retry_after_s = retry_after_s
         self._clock = clock
-        self._retry_at: float | None = None  # None: closed (healthy)
-        self._probing = False
+        self.breaker = Breaker(failures_to_open=1, cooldown_s=retry_after_s)
         self.outages = 0  # how many times the backend went down (each warned once)
 
     @property
     def healthy(self) -> bool:
-        return self._retry_at is None
+        return self.breaker.closed
 
     def check(self) -> None:
         """Raise `CacheUnavailable("bypass")` if a call now would be skipped anyway (saves work
         like computing an embedding for a lookup that cannot happen)."""
-        if self._retry_at is not None and (self._probing or self._clock() < self._retry_at):
+        if not self.breaker.allows(self._clock()):
             raise CacheUnavailable("bypass")
 
     async def call(self, op: Callable[[], Awaitable[T]], what: str = "") -> T:
         self.check()
-        probe = self._retry_at is not None
-        if probe:
-            self._probing = True
+        probe = self.breaker.attempt(self._clock())
         try:
             result = await asyncio.wait_for(op(), self.op_timeout_s)
         except asyncio.CancelledError:
+            if probe:
+                self.breaker.abandon()
             raise
         except Exception as exc:
             self._trip(exc, what)
             raise CacheUnavailable("error", str(exc)) from exc
-        finally:
-            if probe:
-                self._probing = False
         if probe:
             log.info("cache backend %s is reachable again: caching resumes", self.backend.name)
-            self._retry_at = None
+        self.breaker.success()
         return result
 
     def _trip(self, exc: BaseException, what: str) -> None:
-        if self._retry_at is None:
+        if self.breaker.closed:
             self.outages += 1
             reason = "timed out" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__}: {exc})"
             log.warning(
@@ -86,4 +83,4 @@ class GuardedBackend:
                 reason,
                 self.retry_after_s,
             )
-        self._retry_at = self._clock() + self.retry_after_s
+        self.breaker.failure(self._clock())

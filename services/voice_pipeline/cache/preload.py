@@ -36,8 +36,8 @@ from voice_pipeline.cache.llm_cache import CachedLlm
 from voice_pipeline.common.activity import SessionActivity
 from voice_pipeline.common.errors import ConfigError, VoicePipelineError
 from voice_pipeline.common.stages import ChatMessage, SpeechRequest
-from voice_pipeline.llm.history import Conversation
-from voice_pipeline.llm.sentences import SentenceSplitter
+from voice_pipeline.turn.history import ChatHistory
+from voice_pipeline.turn.sentences import SentenceSplitter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -152,7 +152,7 @@ async def preload(
 ) -> PreloadReport:
     report = PreloadReport()
     started = time.monotonic()
-    history = Conversation(system_prompts)
+    history = ChatHistory(system_prompts)
     pending = [(language, question) for language, items in questions.items() for question in items]
     while pending:
         language, question = pending[0]

@@ -1,10 +1,12 @@
-"""Dynamic micro-batching with a bounded queue.
+"""Dynamic micro-batching behind the stage's admission controller.
 
 Callers from many sessions `submit` one item each and await its result. A worker takes
 up to `max_size` items, waiting at most `max_wait` after the first for more to arrive, and runs
-the model once for the whole batch in a worker thread (never on the event loop). A full queue
-raises `OverloadedError` at once: the caller answers "overloaded" instead of waiting without bound.
-With `workers` > 1, that many batches run at once (the model must accept concurrent calls).
+the model once for the whole batch in a worker thread (never on the event loop). With `workers` > 1,
+that many batches run at once (the model must accept concurrent calls).
+
+Admission (`common.admission`): `max_size * workers` slots (the items the model works on at once)
+and `queue_size` callers waiting for one; beyond that `submit` raises `OverloadedError` at once.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from voice_pipeline.common.errors import OverloadedError
+from voice_pipeline.common.admission import StageAdmission
 from voice_pipeline.common.metrics import Metrics
 
 T = TypeVar("T")
@@ -58,9 +60,10 @@ class MicroBatcher(Generic[T, R]):
         self._process = process
         self.config = config
         self._metrics = metrics
-        self._queue: asyncio.Queue[_Pending[T, R]] = asyncio.Queue(maxsize=config.queue_size)
+        # Unbounded: the admission below bounds it to the slots (items the workers can take).
+        self._queue: asyncio.Queue[_Pending[T, R]] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
-        metrics.max_concurrency.labels(stage).set(config.queue_size)
+        self.admission = StageAdmission(stage, config.max_size * config.workers, config.queue_size, metrics)
 
     def start(self) -> None:
         if not self._workers:
@@ -82,23 +85,13 @@ class MicroBatcher(Generic[T, R]):
             if not pending.future.done():
                 pending.future.cancel()
 
-    @property
-    def queued(self) -> int:
-        return self._queue.qsize()
-
     async def submit(self, item: T) -> R:
         self.start()
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait(_Pending(item, future, time.perf_counter()))
-        except asyncio.QueueFull:
-            self._metrics.requests.labels(self.stage, "overload").inc()
-            raise OverloadedError(self.stage, self.config.queue_size) from None
-        self._metrics.inflight.labels(self.stage).inc()
-        try:
+        # The queue wait is observed when the batch starts: it includes the batching wait.
+        async with self.admission.admit(observe_wait=False) as ticket:
+            future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+            self._queue.put_nowait(_Pending(item, future, ticket.arrived))
             return await future
-        finally:
-            self._metrics.inflight.labels(self.stage).dec()
 
     async def _collect(self) -> list[_Pending[T, R]]:
         batch = [await self._queue.get()]
@@ -135,14 +128,12 @@ class MicroBatcher(Generic[T, R]):
                 for p in live:
                     if not p.future.done():
                         p.future.set_exception(exc)
-                self._metrics.requests.labels(self.stage, "error").inc(len(live))
                 continue
             finished = time.perf_counter()
             for p, result in zip(live, results, strict=True):
                 if not p.future.done():
                     p.future.set_result(result)
                 self._metrics.latency.labels(self.stage).observe(finished - p.enqueued)
-            self._metrics.requests.labels(self.stage, "ok").inc(len(live))
 
     def _timed_process(self, items: Sequence[T]) -> Sequence[R]:
         with self._metrics.busy_time(self.stage):

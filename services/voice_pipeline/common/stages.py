@@ -9,7 +9,7 @@ packets for output, so the same bytes can travel over the network unchanged.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from voice_pipeline.common.audio import Int16Array
@@ -56,7 +56,6 @@ class SpeechAudio:
     sample_rate: int
     frame_ms: int
     engine: str
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -91,3 +90,7 @@ class TtsStage(Protocol):
     def synthesize(self, request: SpeechRequest) -> AsyncIterator[SpeechAudio]:
         """Yield the sentence's audio in one or more chunks, the first as early as possible."""
         ...
+
+
+# What one stage service serves: exactly one of the four (its name says which).
+ServedStage = VadStage | AsrStage | LlmStage | TtsStage

@@ -26,6 +26,9 @@ def register(sub: Any) -> None:
     llm.add_argument(
         "--tokens-per-s", type=float, default=30.0, help="token rate after the first (default 30)"
     )
+    llm.add_argument(
+        "--reply-repeat", type=int, default=1, help="say the canned reply this many times (default 1)"
+    )
     _common(llm)
     llm.set_defaults(func=_emulate_llm)
     tts = kinds.add_parser(
@@ -57,9 +60,9 @@ def _emulate_llm(args: argparse.Namespace) -> int:
     from voice_pipeline.emulators.llm import create_llm_app
     from voice_pipeline.emulators.profiles import LlmProfile
 
-    profile = LlmProfile(ttft_ms=args.ttft_ms, tokens_per_s=args.tokens_per_s)
-    if profile.tokens_per_s <= 0 or profile.ttft_ms < 0:
-        print("error: --tokens-per-s must be > 0 and --ttft-ms >= 0", file=sys.stderr)
+    profile = LlmProfile(ttft_ms=args.ttft_ms, tokens_per_s=args.tokens_per_s, reply_repeat=args.reply_repeat)
+    if profile.tokens_per_s <= 0 or profile.ttft_ms < 0 or profile.reply_repeat < 1:
+        print("error: --tokens-per-s must be > 0, --ttft-ms >= 0 and --reply-repeat >= 1", file=sys.stderr)
         return 2
     return _serve(create_llm_app(profile), args, profile.describe())
 

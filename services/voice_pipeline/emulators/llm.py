@@ -55,12 +55,14 @@ def reply_language(messages: list[dict[str, Any]]) -> str:
     return "en"
 
 
-def reply_tokens(messages: list[dict[str, Any]], max_tokens: int) -> list[str]:
-    """The canned reply for these messages as tokens (~1 word or 1-2 CJK characters each)."""
+def reply_tokens(messages: list[dict[str, Any]], max_tokens: int, repeat: int = 1) -> list[str]:
+    """The canned reply for these messages as tokens (~1 word or 1-2 CJK characters each),
+    `repeat` times over."""
     language = reply_language(messages)
     last = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
     pick = int(hashlib.sha1(last.encode()).hexdigest(), 16) % len(REPLIES[language])
-    return _TOKEN.findall(REPLIES[language][pick])[: max(1, max_tokens)]
+    text = " ".join([REPLIES[language][pick]] * max(1, repeat))
+    return _TOKEN.findall(text)[: max(1, max_tokens)]
 
 
 def _error(message: str, status: int = 400) -> JSONResponse:
@@ -96,7 +98,7 @@ def create_llm_app(profile: LlmProfile) -> Starlette:
         if not isinstance(max_tokens, int) or max_tokens < 1:
             return _error("'max_tokens' must be a positive integer")
         model = str(body.get("model") or "emulator")
-        tokens = reply_tokens(messages, max_tokens)
+        tokens = reply_tokens(messages, max_tokens, profile.reply_repeat)
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         first_at = received + profile.ttft_ms / 1000
         interval = 1 / profile.tokens_per_s

@@ -13,6 +13,7 @@ class LlmProfile:
     ttft_ms: float = 400.0
     tokens_per_s: float = 30.0
     reply_chars: int = 80  # the workload's reply length (operator Workload.reply_chars)
+    reply_repeat: int = 1  # the canned reply said this many times: a long reply to talk over
 
     def describe(self) -> str:
         return f"LLM: first token {self.ttft_ms:.0f} ms, then {self.tokens_per_s:g} tokens/s"

@@ -34,12 +34,12 @@ from voice_pipeline.gateway.activation import Activations, load_device_secrets
 from voice_pipeline.gateway.admission import UplinkAdmission
 from voice_pipeline.gateway.conversation import Conversation, Stages
 from voice_pipeline.gateway.settings import GatewaySettings
-from voice_pipeline.llm.history import Conversation as History
+from voice_pipeline.turn.history import ChatHistory
 
 log = logging.getLogger(__name__)
 
 StageProvider = Callable[[Metrics], AbstractAsyncContextManager[Stages]]
-HistoryFactory = Callable[[], History]
+HistoryFactory = Callable[[], ChatHistory]
 
 
 class _WebSocketOut:
@@ -198,7 +198,7 @@ def create_gateway_app(
 
     app.add_api_websocket_route("/xiaozhi/v1/", websocket_handler)
     app.add_api_websocket_route("/xiaozhi/v1", websocket_handler)
-    web.mount(app, metrics)  # the talk and status pages (gateway/web.py)
+    web.mount(app, metrics, settings.pipeline)  # the talk and status pages (gateway/web.py)
     return app
 
 

@@ -1,7 +1,8 @@
 """One device's conversation: audio in, turns out.
 
 `Conversation` owns a session's audio buffer, its VAD stream and its reply pipeline. A reply runs
-as three tasks joined by small bounded queues, so each stage starts as soon as it has input:
+as three tasks joined by queues (sentences bounded; audio packets not, see `_pipeline`), so each
+stage starts as soon as it has input:
 
     LLM deltas -> sentences -> [sentence_q] -> TTS -> Opus packets -> [audio_q] -> paced sender
 
@@ -16,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,9 +38,9 @@ from voice_pipeline.common.stages import (
 from voice_pipeline.gateway import protocol as proto
 from voice_pipeline.gateway.pacing import PlaybackClock
 from voice_pipeline.gateway.settings import GatewaySettings
-from voice_pipeline.llm.emotion import emotion_for
-from voice_pipeline.llm.history import Conversation as History
-from voice_pipeline.llm.sentences import SentenceSplitter, join_sentences
+from voice_pipeline.turn.emotion import emotion_for
+from voice_pipeline.turn.history import ChatHistory
+from voice_pipeline.turn.sentences import SentenceSplitter, join_sentences
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class Conversation:
         stages: Stages,
         settings: GatewaySettings,
         metrics: Metrics,
-        history: History,
+        history: ChatHistory,
         on_activity: Callable[[], None] = lambda: None,
     ) -> None:
         self.session_id = session_id
@@ -326,16 +327,16 @@ class Conversation:
         # devices with the stage 97% idle). A reply is a few sentences (max_tokens caps it), so
         # buffering its packets costs kilobytes and frees each slot as soon as synthesis ends.
         audio_q: asyncio.Queue[object] = asyncio.Queue()
-        tasks = [
-            asyncio.create_task(self._write(text, language, times, sentence_q)),
-            asyncio.create_task(self._speak(sentence_q, audio_q, language)),
-            asyncio.create_task(self._send(audio_q, times, spoken)),
-        ]
         try:
-            await _gather_or_cancel(tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
+            # The first failure cancels the other two (and so does a cancel of this reply).
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._write(text, language, times, sentence_q))
+                group.create_task(self._speak(sentence_q, audio_q, language))
+                group.create_task(self._send(audio_q, times, spoken))
+        except BaseExceptionGroup as failed:
+            # The callers handle the stage errors one by one: raise the failure that stopped the
+            # reply (the others, if any, happened as the group was cancelled).
+            raise failed.exceptions[0] from None
 
     async def _write(
         self, text: str, language: str, times: TurnTimes, sentence_q: asyncio.Queue[object]
@@ -436,18 +437,3 @@ class Conversation:
             text[:80],
             reply[:80],
         )
-
-
-async def _gather_or_cancel(tasks: list[asyncio.Task[None]]) -> None:
-    """Wait for all; the first failure cancels the rest and is raised."""
-    pending: set[asyncio.Future[None]] = set(tasks)
-    while pending:
-        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if task.exception() is not None:
-                for other in pending:
-                    other.cancel()
-                raise task.exception()  # type: ignore[misc]
-
-
-Sender = Callable[[bytes], Awaitable[None]]

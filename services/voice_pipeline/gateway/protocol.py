@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voice_pipeline.common.errors import ProtocolError
+from voice_pipeline.common.opus import FRAME_DURATIONS, OPUS_RATES
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -63,8 +64,6 @@ ERROR_CODES = frozenset(
 CLOSE_CODES = frozenset({1000, 1001, 1008, 1009, 1013, 4000, 4001, 4002, 4003})
 
 MAX_TEXT_BYTES = 16384
-OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
-FRAME_DURATIONS = (10, 20, 40, 60, 120)
 LISTEN_STATES = ("start", "stop", "detect")
 LISTEN_MODES = ("auto", "manual", "realtime")
 

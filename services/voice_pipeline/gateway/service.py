@@ -23,12 +23,10 @@ from voice_pipeline.gateway.auth import AuthSettings
 from voice_pipeline.gateway.conversation import Stages
 from voice_pipeline.gateway.ota import OtaSettings
 from voice_pipeline.gateway.settings import GatewaySettings
-from voice_pipeline.llm.history import Conversation as History
-from voice_pipeline.llm.settings import DEFAULT_SYSTEM_PROMPTS, LlmSettings
+from voice_pipeline.llm.settings import HistorySettings
 from voice_pipeline.transport.pool import ReplicaPool
 from voice_pipeline.transport.remote import RemoteAsr, RemoteLlm, RemoteTts, RemoteVad
-
-_LLM_FIELDS = LlmSettings.model_fields
+from voice_pipeline.turn.history import ChatHistory
 
 
 class StagesSettings(BaseModel):
@@ -59,19 +57,6 @@ class StagesSettings(BaseModel):
         if missing:
             raise ConfigError(f"distributed gateway needs the stage URLs {', '.join(missing)}")
         return urls
-
-
-class HistorySettings(BaseModel):
-    """What the gateway sends the LLM service with each turn (section `llm`, keys as in all-in-one)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    system_prompts: dict[str, str] = Field(
-        default_factory=lambda: dict(DEFAULT_SYSTEM_PROMPTS),
-        description=_LLM_FIELDS["system_prompts"].description,
-    )
-    history_turns: int = Field(6, ge=0, description=_LLM_FIELDS["history_turns"].description)
-    history_chars: int = Field(2000, ge=0, description=_LLM_FIELDS["history_chars"].description)
 
 
 class GatewayServiceSettings(BaseSettings):
@@ -126,7 +111,7 @@ def create_app(settings: GatewayServiceSettings, metrics: Metrics | None = None)
         settings.auth,
         settings.ota,
         lambda _metrics: remote_stages(settings.stages, pools),
-        lambda: History(dict(history.system_prompts), history.history_turns, history.history_chars),
+        lambda: ChatHistory.from_settings(history),
         metrics,
         readiness=readiness,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voice_pipeline.gateway.pipeline_status import PipelineStatusSettings
+
 
 class GatewaySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -72,3 +74,7 @@ class GatewaySettings(BaseModel):
         description="A transcript exactly equal to one of these ends the session.",
     )
     reply_timeout_s: float = Field(60.0, gt=0, description="Upper bound on one reply (LLM + TTS).")
+    pipeline: PipelineStatusSettings = Field(
+        default_factory=PipelineStatusSettings,
+        description="The VoicePipeline shown on the status page (set by the operator in a cluster).",
+    )

@@ -26,6 +26,12 @@ from fastapi.staticfiles import StaticFiles
 
 from voice_pipeline import contract as c
 from voice_pipeline.common.metrics import Metrics
+from voice_pipeline.gateway.pipeline_status import (
+    KubePipelineSource,
+    PipelineSource,
+    PipelineStatus,
+    PipelineStatusSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +216,17 @@ class StatusHistory:
         }
 
 
-def mount(app: FastAPI, metrics: Metrics, static_dir: Path = STATIC_DIR) -> None:
-    """Add the pages and /api/status to the gateway app."""
+def mount(
+    app: FastAPI,
+    metrics: Metrics,
+    pipeline: PipelineStatusSettings | None = None,
+    static_dir: Path = STATIC_DIR,
+    source: PipelineSource | None = None,
+) -> None:
+    """Add the pages and /api/status to the gateway app. `/api/status` carries, under `pipeline`,
+    the VoicePipeline's plan and conditions when the operator runs (gateway/pipeline_status.py)."""
+    pipeline = pipeline or PipelineStatusSettings()
+    resource = PipelineStatus(source or KubePipelineSource(pipeline), pipeline.refresh_s)
     history = StatusHistory(metrics)
     history.start_sampling()
     missing = missing_assets(static_dir)
@@ -241,6 +256,6 @@ def mount(app: FastAPI, metrics: Metrics, static_dir: Path = STATIC_DIR) -> None
 
     @app.get("/api/status")
     async def status_json() -> JSONResponse:
-        return JSONResponse(history.status())
+        return JSONResponse({**history.status(), "pipeline": await resource.current()})
 
     app.mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static")

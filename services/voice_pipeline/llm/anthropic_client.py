@@ -49,7 +49,7 @@ def to_anthropic(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str]]
 class AnthropicProvider(HttpChatProvider):
     """One Anthropic Messages endpoint (`{base}/messages`, `x-api-key`)."""
 
-    def _auth_headers(self) -> dict[str, str]:
+    def _headers(self) -> dict[str, str]:
         headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
         if self._api_key:
             headers["x-api-key"] = self._api_key

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from voice_pipeline.common.errors import ProviderUnavailableError, VoicePipelineError
+from voice_pipeline.common.http import HttpClient
 from voice_pipeline.common.secrets import read_api_key
 from voice_pipeline.common.stages import ChatMessage
 
@@ -68,11 +69,10 @@ def finish_reason(event: dict[str, Any]) -> str | None:
     return reason if isinstance(reason, str) else None
 
 
-class HttpChatProvider:
-    """What every streaming HTTP chat provider shares: its connection pool (`start()` opens it,
-    `close()` releases it), timeouts, a repr without the key, and the error mapping (before the
-    first token: ProviderUnavailableError, so the router fails over; after it: LlmStreamError).
-    Subclasses supply `_auth_headers()` and `stream_chat`."""
+class HttpChatProvider(HttpClient):
+    """What every streaming HTTP chat provider shares beyond `common.http`: a repr without the key
+    and the error mapping (before the first token: ProviderUnavailableError, so the router fails
+    over; after it: LlmStreamError). Subclasses supply `_headers()` and `stream_chat`."""
 
     def __init__(
         self,
@@ -86,43 +86,23 @@ class HttpChatProvider:
         first_token_timeout_s: float = 15.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        super().__init__(
+            api_key,
+            httpx.Timeout(first_token_timeout_s, connect=connect_timeout_s),
+            transport,
+            httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self._api_key = api_key
         self.max_tokens = max_tokens
         self.temperature = temperature
-        self._timeout = httpx.Timeout(first_token_timeout_s, connect=connect_timeout_s)
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
 
-    def _auth_headers(self) -> dict[str, str]:
-        raise NotImplementedError
-
-    async def start(self) -> None:
-        self._client = httpx.AsyncClient(
-            headers=self._auth_headers(),
-            timeout=self._timeout,
-            transport=self._transport,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-        )
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    async def _connected(self) -> httpx.AsyncClient:
-        if self._client is None:
-            await self.start()
-        assert self._client is not None
-        return self._client
-
     def _error(self, started: bool, detail: str) -> VoicePipelineError:
-        detail = detail.replace(self._api_key, "***") if self._api_key else detail
+        detail = self._redact(detail)
         if started:
             return LlmStreamError(f"provider '{self.name}' failed mid-reply: {detail}")
         return ProviderUnavailableError(self.name, detail)
@@ -131,7 +111,7 @@ class HttpChatProvider:
 class OpenAICompatibleProvider(HttpChatProvider):
     """One OpenAI-compatible endpoint (`{base}/chat/completions`, Bearer key)."""
 
-    def _auth_headers(self) -> dict[str, str]:
+    def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:

@@ -10,9 +10,9 @@ EWMA and wins the tie, so a new provider gets traffic (and a measurement) instea
 Limits. A provider with `max_concurrency` requests in flight is not chosen; when every usable
 provider is full the caller gets OverloadedError at once (never an unbounded wait).
 
-Circuit breaker (per provider). Closed: requests flow. `failures_to_open` consecutive failures open
-it: the provider is skipped for `cooldown_s`. Then half-open: exactly one request probes it;
-success closes the breaker, failure opens it for another cooldown. When every breaker is open, a
+Circuit breaker (per provider, `common.breaker`). Closed: requests flow. `failures_to_open`
+consecutive failures open it: the provider is skipped for `cooldown_s`. Then half-open: exactly one
+request probes it; success closes the breaker, failure opens it for another cooldown. When every breaker is open, a
 request still goes to the provider due to be probed soonest: with no alternative, refusing at once
 would only turn a slow provider into certain failure.
 
@@ -21,7 +21,7 @@ within `first_token_timeout_s`) costs nothing but time: the next provider by sco
 the same messages. After the first token the reply is already being spoken, so an error ends the
 reply (LlmStreamError) instead of splicing in another model's words.
 
-`rank` and `Breaker` are pure (the clock is passed in); the unit tests drive them with fakes.
+`rank` is pure (the clock is passed in); the unit tests drive them with fakes.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
+from voice_pipeline.common.breaker import Breaker
 from voice_pipeline.common.errors import OverloadedError, ProviderUnavailableError
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.stages import ChatMessage
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 STAGE = "llm"
 # Score of unmeasured providers when no provider has a measurement yet.
 DEFAULT_LATENCY_S = 1.0
-
-BreakerState = Literal["closed", "open", "half_open"]
 
 
 class LlmProvider(Protocol):
@@ -56,42 +55,6 @@ class LlmProvider(Protocol):
     def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
         """Raise ProviderUnavailableError before the first delta when the provider cannot serve."""
         ...
-
-
-@dataclass
-class Breaker:
-    failures_to_open: int = 3
-    cooldown_s: float = 15.0
-    failures: int = 0
-    opened_at: float | None = None
-    probing: bool = False  # the half-open probe is in flight
-
-    def state(self, now: float) -> BreakerState:
-        if self.opened_at is None:
-            return "closed"
-        return "open" if now - self.opened_at < self.cooldown_s else "half_open"
-
-    def allows(self, now: float) -> bool:
-        state = self.state(now)
-        return state == "closed" or (state == "half_open" and not self.probing)
-
-    def attempt(self, now: float) -> None:
-        if self.state(now) == "half_open":
-            self.probing = True
-
-    def success(self) -> None:
-        self.failures, self.opened_at, self.probing = 0, None, False
-
-    def failure(self, now: float) -> None:
-        self.failures += 1
-        # A failed probe reopens at once; a closed breaker opens after enough failures in a row.
-        if self.opened_at is not None or self.failures >= self.failures_to_open:
-            self.opened_at = now
-        self.probing = False
-
-    def abandon(self) -> None:
-        """The probe ended without a verdict (the caller went away): let another request probe."""
-        self.probing = False
 
 
 @dataclass

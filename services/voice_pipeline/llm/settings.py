@@ -41,9 +41,23 @@ class ProviderSettings(BaseModel):
         return self.type == "openai" and not self.base_url
 
 
-class LlmSettings(BaseModel):
+class HistorySettings(BaseModel):
+    """What the conversation sends the LLM with each turn (section `llm`). The distributed gateway
+    reads only these; all-in-one mode and the LLM service read them as part of `LlmSettings`."""
+
     model_config = ConfigDict(extra="forbid")
 
+    system_prompts: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_SYSTEM_PROMPTS),
+        description="System prompt per language heard by ASR (zh, en); `en` is used for any other.",
+    )
+    history_turns: int = Field(6, ge=0, description="Earlier user/assistant turns sent with each request.")
+    history_chars: int = Field(
+        2000, ge=0, description="Character budget of that history (oldest dropped first)."
+    )
+
+
+class LlmSettings(HistorySettings):
     base_url: str = Field(
         "", description="OpenAI-compatible API base (…/v1). Empty = start the local llama.cpp server."
     )
@@ -51,16 +65,8 @@ class LlmSettings(BaseModel):
     provider_name: str = Field("local", description="Name used in metrics and logs.")
     api_key_file: str = Field("", description="File holding the API key (a mounted Secret). Never logged.")
     api_key_env: str = Field("", description="Environment variable holding the API key. Never logged.")
-    system_prompts: dict[str, str] = Field(
-        default_factory=lambda: dict(DEFAULT_SYSTEM_PROMPTS),
-        description="System prompt per language heard by ASR (zh, en); `en` is used for any other.",
-    )
     max_tokens: int = Field(96, ge=1, le=4096, description="Reply length cap (spoken replies are short).")
     temperature: float = Field(0.5, ge=0, le=2, description="Sampling temperature.")
-    history_turns: int = Field(6, ge=0, description="Earlier user/assistant turns sent with each request.")
-    history_chars: int = Field(
-        2000, ge=0, description="Character budget of that history (oldest dropped first)."
-    )
     connect_timeout_s: float = Field(3.0, gt=0, description="Connect timeout to the provider.")
     first_token_timeout_s: float = Field(15.0, gt=0, description="Give up on a provider silent this long.")
     max_concurrency: int = Field(16, ge=1, description="Requests in flight to the provider at once.")

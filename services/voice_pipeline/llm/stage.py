@@ -6,18 +6,19 @@ with the flat single-provider settings it routes to that one provider (breaker i
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-from voice_pipeline.common.errors import ConfigError, OverloadedError, ProviderUnavailableError
+from voice_pipeline.common.admission import StageAdmission
+from voice_pipeline.common.breaker import Breaker
+from voice_pipeline.common.errors import ConfigError
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.secrets import read_api_key
 from voice_pipeline.common.stages import ChatMessage
 from voice_pipeline.llm.anthropic_client import AnthropicProvider
 from voice_pipeline.llm.openai_client import OpenAICompatibleProvider
-from voice_pipeline.llm.router import Breaker, LlmProvider, LlmRouter, ProviderState
+from voice_pipeline.llm.router import LlmProvider, LlmRouter, ProviderState
 from voice_pipeline.llm.settings import DEFAULT_ANTHROPIC_URL, LlmSettings, ProviderSettings
 
 STAGE = "llm"
@@ -77,9 +78,7 @@ class InProcessLlm:
         else:
             self.router = router_from_settings(settings, metrics, [provider] if provider else None)
         self.provider: LlmProvider = self.router
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
-        self._waiting = 0
-        metrics.max_concurrency.labels(STAGE).set(settings.max_concurrency)
+        self.admission = StageAdmission(STAGE, settings.max_concurrency, settings.queue_size, metrics)
 
     async def __aenter__(self) -> InProcessLlm:
         await self.provider.start()
@@ -91,35 +90,10 @@ class InProcessLlm:
         await self.provider.close()
 
     async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
-        if self._slots.locked() and self._waiting >= self.settings.queue_size:
-            self.metrics.requests.labels(STAGE, "overload").inc()
-            raise OverloadedError(STAGE, self.settings.queue_size)
-        enqueued = time.perf_counter()
-        self._waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-        self.metrics.queue_wait.labels(STAGE).observe(time.perf_counter() - enqueued)
-        self.metrics.inflight.labels(STAGE).inc()
-        outcome, first = "error", True
-        try:
+        async with self.admission.admit() as ticket:
+            first = True
             async for delta in self.provider.stream_chat(messages):
                 if first:
-                    self.metrics.latency.labels(STAGE).observe(time.perf_counter() - enqueued)
+                    self.metrics.latency.labels(STAGE).observe(time.perf_counter() - ticket.arrived)
                     first = False
                 yield delta
-            outcome = "ok"
-        except OverloadedError:
-            outcome = "overload"
-            raise
-        except ProviderUnavailableError:
-            outcome = "error"
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            outcome = "cancelled"
-            raise
-        finally:
-            self._slots.release()
-            self.metrics.inflight.labels(STAGE).dec()
-            self.metrics.requests.labels(STAGE, outcome).inc()

@@ -19,7 +19,7 @@ import numpy as np
 
 from voice_pipeline.common.audio import Int16Array, OpusDecoder, OpusEncoder
 from voice_pipeline.gateway.protocol import decode_audio_frame, encode_audio_frame
-from voice_pipeline.llm.sentences import join_sentences
+from voice_pipeline.turn.sentences import join_sentences
 
 FRAME_MS = 60
 UPLINK_RATE = 16000

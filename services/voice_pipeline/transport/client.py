@@ -67,6 +67,7 @@ class StageConnection:
         # Called when the replica says it drains: its pool re-resolves at once, since the replica
         # replacing it (a rolling update) is already Ready and will take the work.
         self.on_drain: Callable[[], None] | None = None
+        # This replica's load as the gateway sees it, changed only here (the pool reads `load`).
         self.sessions = 0  # long-lived sessions (VAD streams) placed here
         self.inflight = 0  # requests waiting for their answer
         self._ws: ClientConnection | None = None
@@ -170,6 +171,19 @@ class StageConnection:
             request = next(self._ids) % wire.MAX_REQUEST_ID or 1
             if request not in self._pending:
                 return request
+
+    async def open_session(self, session: str) -> None:
+        """Open a VAD stream here; it counts toward this replica's load until `close_session`."""
+        await self.request(Kind.VAD_OPEN, session)
+        self.sessions += 1
+
+    async def close_session(self, session: str) -> None:
+        """Take the stream off this replica's load at once, and close it there if still connected
+        (a replica that is gone has dropped it already)."""
+        self.sessions -= 1
+        if self.connected:
+            with contextlib.suppress(VoicePipelineError):
+                await self.request(Kind.VAD_CLOSE, session)
 
     async def request(self, kind: Kind, session: str = "", payload: bytes = b"") -> Frame:
         """Send one request and return its single answer (OK, VAD_EVENTS, TRANSCRIPT)."""

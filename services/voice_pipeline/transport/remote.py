@@ -4,16 +4,18 @@ The gateway's conversation code cannot tell these from the in-process stages. Ea
 (a VAD stream at `open`, an utterance, a reply, a sentence) goes to the least-loaded replica of
 its pool. A VAD stream stays on its replica, except at a listen-turn boundary (`reset`) when that
 replica is draining or gone: then it re-opens on another one. Requests that never reached an
-answer because a connection dropped are retried once on another replica; an `overloaded` answer
-is not retried (the caller is told at once, which is the point of bounded queues).
+answer because a connection dropped are retried once on another replica (`_retry_elsewhere`, the
+one place that decides it); an `overloaded` answer is not retried (the caller is told at once,
+which is the point of bounded queues). The replicas' load is kept by `StageConnection` alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 from voice_pipeline.common.audio import Int16Array
 from voice_pipeline.common.errors import VoicePipelineError
@@ -31,6 +33,7 @@ from voice_pipeline.transport.pool import ReplicaPool
 from voice_pipeline.transport.wire import Frame, Kind
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,6 +41,21 @@ class _VadSession:
     connection: StageConnection
     fed: int = 0  # samples fed since the gateway opened the session
     offset: int = 0  # samples fed before the session (re-)opened on `connection`
+
+
+async def _retry_elsewhere(
+    pool: ReplicaPool,
+    attempt: Callable[[StageConnection], Awaitable[T]],
+    first: StageConnection | None = None,
+) -> T:
+    """`attempt` on `first` (default: the least-loaded ready replica); if that connection is lost
+    before the answer, once more on another replica. Any other error, `overloaded` included, goes
+    to the caller at once."""
+    connection = first if first is not None else await pool.pick_ready()
+    try:
+        return await attempt(connection)
+    except ConnectionLost:
+        return await attempt(await pool.pick_ready(exclude=connection))
 
 
 class RemoteVad:
@@ -50,23 +68,23 @@ class RemoteVad:
         self._sessions[session_id] = _VadSession(connection)
 
     async def _open_on(self, session_id: str, connection: StageConnection) -> StageConnection:
-        try:
-            await connection.request(Kind.VAD_OPEN, session_id)
-        except ConnectionLost:
-            connection = await self.pool.pick_ready(exclude=connection)
-            await connection.request(Kind.VAD_OPEN, session_id)
-        connection.sessions += 1
-        return connection
+        async def attempt(target: StageConnection) -> StageConnection:
+            await target.open_session(session_id)
+            return target
+
+        return await _retry_elsewhere(self.pool, attempt, connection)
 
     async def feed(self, session_id: str, pcm: Int16Array) -> list[VadEvent]:
         session = self._session(session_id)
         if not session.connection.connected:
             await self._move(session_id, session)
-        try:
-            answer = await session.connection.request(Kind.VAD_FEED, session_id, wire.encode_pcm(pcm))
-        except ConnectionLost:
-            await self._move(session_id, session)  # speech state restarts on the new replica
-            answer = await session.connection.request(Kind.VAD_FEED, session_id, wire.encode_pcm(pcm))
+
+        async def attempt(target: StageConnection) -> Frame:
+            if target is not session.connection:
+                await self._move(session_id, session, target)  # speech state restarts there
+            return await session.connection.request(Kind.VAD_FEED, session_id, wire.encode_pcm(pcm))
+
+        answer = await _retry_elsewhere(self.pool, attempt, session.connection)
         session.fed += len(pcm)
         events = wire.decode_events(answer.payload)
         return [VadEvent(e.kind, e.sample + session.offset) for e in events]
@@ -76,27 +94,27 @@ class RemoteVad:
         if self.pool.should_move(session.connection):
             await self._move(session_id, session)  # a new listen turn: the moment to leave a draining replica
             return
-        try:
-            await session.connection.request(Kind.VAD_RESET, session_id)
-        except ConnectionLost:
-            await self._move(session_id, session)
+
+        async def attempt(target: StageConnection) -> None:
+            if target is session.connection:
+                await target.request(Kind.VAD_RESET, session_id)
+            else:
+                await self._move(session_id, session, target)  # opened afresh: nothing to reset
+
+        await _retry_elsewhere(self.pool, attempt, session.connection)
 
     async def close(self, session_id: str) -> None:
         session = self._sessions.pop(session_id, None)
-        if session is None:
-            return
-        session.connection.sessions -= 1
-        if session.connection.connected:
-            with contextlib.suppress(VoicePipelineError):
-                await session.connection.request(Kind.VAD_CLOSE, session_id)
+        if session is not None:
+            await session.connection.close_session(session_id)
 
-    async def _move(self, session_id: str, session: _VadSession) -> None:
+    async def _move(
+        self, session_id: str, session: _VadSession, target: StageConnection | None = None
+    ) -> None:
         old = session.connection
-        old.sessions -= 1
-        if old.connected:
-            with contextlib.suppress(VoicePipelineError):
-                await old.request(Kind.VAD_CLOSE, session_id)
-        session.connection = await self._open_on(session_id, await self.pool.pick_ready(exclude=old))
+        await old.close_session(session_id)
+        target = target if target is not None else await self.pool.pick_ready(exclude=old)
+        session.connection = await self._open_on(session_id, target)
         session.offset = session.fed
         if session.connection is not old:
             log.info("VAD session %s moved %s -> %s", session_id[:8], old.address, session.connection.address)
@@ -114,14 +132,11 @@ class RemoteAsr:
 
     async def transcribe(self, pcm: Int16Array, language: Language) -> Transcript:
         payload = wire.encode_asr_request(language, pcm)
-        connection = await self.pool.pick_ready()
-        try:
-            answer = await connection.request(Kind.ASR_TRANSCRIBE, payload=payload)
-        except ConnectionLost:
-            answer = await (await self.pool.pick_ready(exclude=connection)).request(
-                Kind.ASR_TRANSCRIBE, payload=payload
-            )
-        body = wire.decode_json(answer.payload)
+
+        async def attempt(target: StageConnection) -> Frame:
+            return await target.request(Kind.ASR_TRANSCRIBE, payload=payload)
+
+        body = wire.decode_json((await _retry_elsewhere(self.pool, attempt)).payload)
         return Transcript(str(body["text"]), str(body["language"]), float(body["audio_seconds"]))
 
 
@@ -131,7 +146,7 @@ class RemoteLlm:
 
     async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
         payload = wire.encode_json({"messages": [asdict(m) for m in messages]})
-        async for frame in _stream_with_retry(self.pool, Kind.LLM_CHAT, payload):
+        async for frame in _stream(self.pool, Kind.LLM_CHAT, payload):
             yield wire.decode_text(frame.payload)
 
 
@@ -141,25 +156,28 @@ class RemoteTts:
 
     async def synthesize(self, request: SpeechRequest) -> AsyncIterator[SpeechAudio]:
         payload = wire.encode_json(asdict(request))
-        async for frame in _stream_with_retry(self.pool, Kind.TTS_SYNTHESIZE, payload):
+        async for frame in _stream(self.pool, Kind.TTS_SYNTHESIZE, payload):
             yield wire.decode_audio(frame.payload)
 
 
-async def _stream_with_retry(pool: ReplicaPool, kind: Kind, payload: bytes) -> AsyncIterator[Frame]:
+async def _stream(pool: ReplicaPool, kind: Kind, payload: bytes) -> AsyncIterator[Frame]:
     """A stream from one replica; if that replica vanishes before the first frame, the same request
     goes to another. After the first frame the loss is raised: half a reply was already spoken."""
-    connection = await pool.pick_ready()
-    started = False
-    try:
-        async with contextlib.aclosing(connection.stream(kind, payload=payload)) as frames:
-            async for frame in frames:
-                started = True
-                yield frame
-        return
-    except ConnectionLost:
-        if started:
+
+    async def first_frame(target: StageConnection) -> tuple[Frame | None, AsyncGenerator[Frame, None]]:
+        frames = target.stream(kind, payload=payload)
+        try:
+            return await anext(frames), frames
+        except StopAsyncIteration:
+            return None, frames
+        except BaseException:
+            await frames.aclose()
             raise
-    retry = await pool.pick_ready(exclude=connection)
-    async with contextlib.aclosing(retry.stream(kind, payload=payload)) as frames:
+
+    first, frames = await _retry_elsewhere(pool, first_frame)
+    async with contextlib.aclosing(frames):
+        if first is None:
+            return
+        yield first
         async for frame in frames:
             yield frame

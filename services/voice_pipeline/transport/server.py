@@ -13,30 +13,31 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from fastapi import WebSocket, WebSocketDisconnect
 
 from voice_pipeline.common.errors import OverloadedError, VoicePipelineError
-from voice_pipeline.common.stages import AsrStage, ChatMessage, LlmStage, SpeechRequest, TtsStage, VadStage
+from voice_pipeline.common.opus import FRAME_DURATIONS, OPUS_RATES
+from voice_pipeline.common.stages import (
+    AsrStage,
+    ChatMessage,
+    LlmStage,
+    ServedStage,
+    SpeechRequest,
+    TtsStage,
+    VadStage,
+)
 from voice_pipeline.transport import wire
 from voice_pipeline.transport.wire import Frame, Kind
 
 log = logging.getLogger(__name__)
 
 _ROLES = ("system", "user", "assistant")
+T = TypeVar("T")
 _ids = itertools.count(1)
-
-
-@dataclass
-class ServedStages:
-    """The stage(s) this process serves (a stage service has exactly one)."""
-
-    vad: VadStage | None = None
-    asr: AsrStage | None = None
-    llm: LlmStage | None = None
-    tts: TtsStage | None = None
 
 
 @dataclass
@@ -60,10 +61,10 @@ class BadRequest(VoicePipelineError):
 
 
 class StreamConnection:
-    def __init__(self, ws: WebSocket, stage: str, stages: ServedStages, max_inflight: int) -> None:
+    def __init__(self, ws: WebSocket, stage: str, served: ServedStage, max_inflight: int) -> None:
         self.ws = ws
         self.stage = stage
-        self.stages = stages
+        self.served = served
         self.max_inflight = max_inflight
         self.id = next(_ids)
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -158,10 +159,13 @@ class StreamConnection:
 
     async def _dispatch(self, frame: Frame) -> None:
         kind = frame.kind
-        if kind in (Kind.VAD_OPEN, Kind.VAD_FEED, Kind.VAD_RESET, Kind.VAD_CLOSE):
-            await self._vad(frame, _need(self.stages.vad, "vad", self.stage))
+        wanted = wire.REQUEST_STAGE[kind]
+        if wanted != self.stage:
+            raise BadRequest(f"this replica serves {self.stage}, not {wanted}")
+        if wanted == "vad":
+            await self._vad(frame, cast(VadStage, self.served))
         elif kind == Kind.ASR_TRANSCRIBE:
-            asr = _need(self.stages.asr, "asr", self.stage)
+            asr = cast(AsrStage, self.served)
             language, pcm = wire.decode_asr_request(frame.payload)
             if language not in ("zh", "en", "auto"):
                 raise BadRequest(f"language must be zh, en or auto, not {language!r}")
@@ -173,16 +177,16 @@ class StreamConnection:
             }
             await self.send(Frame(Kind.TRANSCRIPT, frame.request, payload=wire.encode_json(body)))
         elif kind == Kind.LLM_CHAT:
-            llm = _need(self.stages.llm, "llm", self.stage)
+            llm = cast(LlmStage, self.served)
             messages = _chat_messages(wire.decode_json(frame.payload))
-            async with contextlib.aclosing(llm.stream_chat(messages)) as deltas:
+            async with _closing(llm.stream_chat(messages)) as deltas:
                 async for delta in deltas:
                     await self.send(Frame(Kind.TEXT, frame.request, payload=delta.encode("utf-8")))
             await self.send(Frame(Kind.END, frame.request))
         elif kind == Kind.TTS_SYNTHESIZE:
-            tts = _need(self.stages.tts, "tts", self.stage)
+            tts = cast(TtsStage, self.served)
             request = _speech_request(wire.decode_json(frame.payload))
-            async with contextlib.aclosing(tts.synthesize(request)) as chunks:
+            async with _closing(tts.synthesize(request)) as chunks:
                 async for chunk in chunks:
                     await self.send(Frame(Kind.AUDIO, frame.request, payload=wire.encode_audio(chunk)))
             await self.send(Frame(Kind.END, frame.request))
@@ -218,18 +222,24 @@ class StreamConnection:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        vad = self.stages.vad
-        if vad is not None:
+        if self.stage == "vad":
+            vad = cast(VadStage, self.served)
             for session in list(self._vad_sessions):
                 with contextlib.suppress(Exception):
                     await vad.close(f"{self.id}/{session}")
         self._vad_sessions.clear()
 
 
-def _need(stage: Any, name: str, served: str) -> Any:
-    if stage is None:
-        raise BadRequest(f"this replica serves {served}, not {name}")
-    return stage
+@contextlib.asynccontextmanager
+async def _closing(stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close the stage's stream (an async generator) when the request ends or is cancelled: its
+    `finally` blocks release the stage's slot at once, not whenever the generator is collected."""
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _chat_messages(body: dict[str, Any]) -> list[ChatMessage]:
@@ -259,11 +269,6 @@ def _speech_request(body: dict[str, Any]) -> SpeechRequest:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BadRequest(f"TTS request needs text and sample_rate: {exc}") from None
-    if request.sample_rate not in (8000, 12000, 16000, 24000, 48000) or request.frame_ms not in (
-        10,
-        20,
-        40,
-        60,
-    ):
+    if request.sample_rate not in OPUS_RATES or request.frame_ms not in FRAME_DURATIONS:
         raise BadRequest(f"unsupported Opus output {request.sample_rate} Hz / {request.frame_ms} ms")
     return request

@@ -63,18 +63,17 @@ class Kind(IntEnum):
     DRAIN = 108  # request 0: this replica is shutting down; open no new sessions on it
 
 
-REQUEST_KINDS = frozenset(
-    {
-        Kind.VAD_OPEN,
-        Kind.VAD_FEED,
-        Kind.VAD_RESET,
-        Kind.VAD_CLOSE,
-        Kind.ASR_TRANSCRIBE,
-        Kind.LLM_CHAT,
-        Kind.TTS_SYNTHESIZE,
-        Kind.CANCEL,
-    }
-)
+# The stage each request is for: a replica serves one stage and refuses the others' requests.
+REQUEST_STAGE: dict[Kind, str] = {
+    Kind.VAD_OPEN: "vad",
+    Kind.VAD_FEED: "vad",
+    Kind.VAD_RESET: "vad",
+    Kind.VAD_CLOSE: "vad",
+    Kind.ASR_TRANSCRIBE: "asr",
+    Kind.LLM_CHAT: "llm",
+    Kind.TTS_SYNTHESIZE: "tts",
+}
+REQUEST_KINDS = frozenset({*REQUEST_STAGE, Kind.CANCEL})
 
 # ERROR codes
 ERROR_OVERLOADED = "overloaded"  # a bounded queue is full: answered at once

@@ -1,14 +1,15 @@
-"""What the HTTP TTS engines (Azure, OpenAI-compatible speech) share: a connection pool opened by
-`start()` and released by `close()`, timeouts, and errors that never carry the API key."""
+"""What the HTTP TTS engines (Azure, OpenAI-compatible speech) share beyond `common.http`: their
+errors are ProviderUnavailableError (the router fails over to the next engine)."""
 
 from __future__ import annotations
 
 import httpx
 
 from voice_pipeline.common.errors import ProviderUnavailableError
+from voice_pipeline.common.http import HttpClient
 
 
-class HttpTtsEngine:
+class HttpTtsEngine(HttpClient):
     name = "http"
 
     def __init__(
@@ -18,31 +19,7 @@ class HttpTtsEngine:
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None,
     ) -> None:
-        self._api_key = api_key
-        self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-
-    def _headers(self) -> dict[str, str]:
-        raise NotImplementedError
-
-    async def start(self) -> None:
-        self._client = httpx.AsyncClient(
-            headers=self._headers(), timeout=self._timeout, transport=self._transport
-        )
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    async def _connected(self) -> httpx.AsyncClient:
-        if self._client is None:
-            await self.start()
-        assert self._client is not None
-        return self._client
+        super().__init__(api_key, httpx.Timeout(timeout_s, connect=connect_timeout_s), transport)
 
     def _error(self, detail: str) -> ProviderUnavailableError:
-        return ProviderUnavailableError(
-            self.name, detail.replace(self._api_key, "***") if self._api_key else detail
-        )
+        return ProviderUnavailableError(self.name, self._redact(detail))

@@ -1,9 +1,9 @@
-"""Engine failover with a circuit breaker per engine.
+"""Engine failover with a circuit breaker per engine (`common.breaker`).
 
 An engine that fails before producing audio is skipped in favour of the next one for the
 language. After `failures` consecutive failures its breaker opens and the engine is not even tried
-for `cooldown_s`; then one request probes it again (half-open). An offline Edge TTS therefore costs
-one fast failure, then nothing.
+for `cooldown_s`; then one request probes it again (half-open; the others skip it meanwhile). An
+offline Edge TTS therefore costs one fast failure, then nothing.
 """
 
 from __future__ import annotations
@@ -11,32 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
+from voice_pipeline.common.breaker import Breaker
 from voice_pipeline.common.errors import ProviderUnavailableError
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.tts.engine import PcmChunk, TtsEngine
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Breaker:
-    failures_to_open: int = 2
-    cooldown_s: float = 60.0
-    failures: int = 0
-    opened_at: float | None = None
-
-    def allows(self, now: float) -> bool:
-        return self.opened_at is None or now - self.opened_at >= self.cooldown_s
-
-    def success(self) -> None:
-        self.failures, self.opened_at = 0, None
-
-    def failure(self, now: float) -> None:
-        self.failures += 1
-        if self.failures >= self.failures_to_open:
-            self.opened_at = now
 
 
 class TtsRouter:
@@ -67,14 +48,20 @@ class TtsRouter:
         errors = []
         for engine in self.candidates(language):
             breaker = self.breakers[engine.name]
-            if not breaker.allows(self.clock()):
+            now = self.clock()
+            if not breaker.allows(now):
                 continue
+            probe = breaker.attempt(now)
             produced = False
             try:
                 async for chunk in engine.synthesize(text, language):
                     produced = True
                     yield chunk
-            except ProviderUnavailableError as exc:
+            except BaseException as exc:
+                if not isinstance(exc, ProviderUnavailableError):
+                    if probe:
+                        breaker.abandon()  # no verdict on the engine (cancelled, or not its fault)
+                    raise
                 breaker.failure(self.clock())
                 self.metrics.provider.labels("tts", engine.name, "error").inc()
                 if produced:

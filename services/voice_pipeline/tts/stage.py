@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from types import TracebackType
 
 import numpy as np
 
+from voice_pipeline.common.admission import StageAdmission
 from voice_pipeline.common.audio import OpusEncoder, resample
-from voice_pipeline.common.errors import OverloadedError
 from voice_pipeline.common.metrics import Metrics, cpu_seconds
 from voice_pipeline.common.secrets import read_api_key
 from voice_pipeline.common.stages import SpeechAudio, SpeechRequest
@@ -86,9 +85,7 @@ class InProcessTts:
         self.router = TtsRouter(
             self._engines, settings.engines, metrics, settings.breaker_failures, settings.breaker_cooldown_s
         )
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
-        self._waiting = 0
-        metrics.max_concurrency.labels(STAGE).set(settings.max_concurrency)
+        self.admission = StageAdmission(STAGE, settings.max_concurrency, settings.queue_size, metrics)
 
     async def __aenter__(self) -> InProcessTts:
         for engine in self._engines.values():
@@ -106,19 +103,7 @@ class InProcessTts:
         if not text:
             return
         language = request.language if request.language in ("zh", "en") else guess_language(text)
-        if self._slots.locked() and self._waiting >= self.settings.queue_size:
-            self.metrics.requests.labels(STAGE, "overload").inc()
-            raise OverloadedError(STAGE, self.settings.queue_size)
-        enqueued = time.perf_counter()
-        self._waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-        self.metrics.queue_wait.labels(STAGE).observe(time.perf_counter() - enqueued)
-        self.metrics.inflight.labels(STAGE).inc()
-        outcome = "error"
-        try:
+        async with self.admission.admit() as ticket:
             encoder = OpusEncoder(
                 request.sample_rate,
                 request.frame_ms,
@@ -139,13 +124,8 @@ class InProcessTts:
                 self.metrics.busy.labels(STAGE).inc(cpu_seconds() - started)
                 if packets:
                     if first:
-                        self.metrics.latency.labels(STAGE).observe(time.perf_counter() - enqueued)
+                        self.metrics.latency.labels(STAGE).observe(time.perf_counter() - ticket.arrived)
                         first = False
                     yield SpeechAudio(packets, request.sample_rate, request.frame_ms, "tts")
             if len(carry):
                 yield SpeechAudio(encoder.encode_all(carry), request.sample_rate, request.frame_ms, "tts")
-            outcome = "ok"
-        finally:
-            self._slots.release()
-            self.metrics.inflight.labels(STAGE).dec()
-            self.metrics.requests.labels(STAGE, outcome).inc()

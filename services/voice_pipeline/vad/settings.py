@@ -1,4 +1,4 @@
-"""VAD settings (defaults follow the reference server: 0.5 / 0.3 thresholds, 200 ms hangover)."""
+"""VAD settings (thresholds follow the reference server: 0.5 / 0.3; the end-of-turn silence is measured)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,15 @@ class VadSettings(BaseModel):
         3, ge=1, description="Voiced windows among the last `window_history` to start speech."
     )
     window_history: int = Field(5, ge=1, description="Windows considered for the speech start vote.")
+    # Chosen by measurement (`make bench-asr`, docs/benchmarks.md "Endpointing", 2026-11-29). The
+    # segmenter counts 32 ms windows: 300 waits 320 ms, 350 waits 352, 400 waits 416. Over 190
+    # Piper sentences 200 ended 10 turns inside a comma pause, 300 one, 400 none; 300 also split
+    # the espeak Mandarin clip zh_hello (a fleet-workload clip) at its comma, 350 does not; each
+    # step adds its wait to every turn's first audio.
     min_silence_ms: int = Field(
-        400,
+        350,
         ge=32,
-        description="Silence that ends an utterance (the reference uses 200; comma pauses reach 320).",
+        description="Silence that ends an utterance (measured: 200-300 end turns at comma pauses, 400 adds 64 ms).",
     )
     threads: int = Field(1, ge=1, description="onnxruntime intra-op threads (batching, not threads, scales).")
     batch_max_size: int = Field(64, ge=1, description="Most sessions advanced in one model call.")

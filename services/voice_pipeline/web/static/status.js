@@ -73,6 +73,51 @@ function render(s) {
   charts.latency.setData([xs, ...per("latency_s", 1000)]);
   charts.queue.setData([xs, ...per("queue_wait_s", 1000)]);
   charts.sessions.setData([xs, s.series.map((p) => p.sessions), s.series.map((p) => p.first_audio_s)]);
+  if (s.pipeline) renderPipeline(s.pipeline);
+}
+
+// The VoicePipeline part: the operator's plan and conditions, or why there are none (state "none":
+// no operator; "error": the gateway may not or cannot read it, with the message to act on).
+function cellRow(body, values, numeric = []) {
+  const row = body.insertRow();
+  values.forEach((v, i) => {
+    const td = row.insertCell();
+    td.textContent = v === null || v === undefined || v === "" ? "–" : v;
+    if (numeric.includes(i)) td.className = "num";
+  });
+  return row;
+}
+function renderPipeline(p) {
+  const state = $("pipeline-state");
+  $("pipeline-name").textContent = p.name ? `${p.namespace}/${p.name}` : "";
+  $("pipeline").dataset.state = p.state;
+  state.hidden = !p.message;
+  state.className = `notice ${p.state === "error" ? "error" : p.state === "none" ? "" : "warn"}`;
+  state.textContent = p.message;
+  $("pipeline-body").hidden = p.state !== "ok";
+  if (p.state !== "ok") return;
+  const fits = p.fits === false ? " (does not fit)" : "";
+  $("pipeline-summary").textContent =
+    `${p.devices ?? "–"} devices wanted, ${p.supportedDevices ?? "–"} supported${fits} on ${p.nodeSize ?? "–"}; ` +
+    `bottleneck ${p.bottleneck || "–"}` + (p.recommendation ? `. ${p.recommendation}` : "");
+  const plan = $("plan").tBodies[0];
+  plan.innerHTML = "";
+  for (const s of p.stages) {
+    const row = cellRow(plan, [s.stage, s.replicas, s.engine, `${s.cpuRequest ?? "–"} / ${s.cpu ?? "–"}`, s.memory,
+      s.batchSize, s.maxConcurrency, s.devices], [1, 3, 4, 5, 6, 7]);
+    row.id = `plan-${s.stage}`;
+    if (s.stage === p.bottleneck) row.className = "binds";
+  }
+  const conds = $("conditions").tBodies[0];
+  conds.innerHTML = "";
+  for (const c of p.conditions) {
+    const since = c.lastTransitionTime ? new Date(c.lastTransitionTime).toLocaleString() : "";
+    const row = cellRow(conds, [c.type, c.status, c.reason, c.message, since]);
+    row.id = `condition-${c.type}`;
+    // Degraded is the one condition whose True is bad news.
+    const good = c.type === "Degraded" ? c.status === "False" : c.status === "True";
+    row.cells[1].className = c.status === "Unknown" ? "" : good ? "ok" : "bad";
+  }
 }
 
 async function poll() {

@@ -1,8 +1,11 @@
 // The talk page: a xiaozhi device in the browser (docs/xiaozhi-protocol.md). The microphone goes
 // up as raw Opus packets (protocol version 1: one packet per binary message, 16 kHz mono, 60 ms);
 // the reply comes down as Opus (24 kHz, 60 ms) and is played as it streams. Half-duplex like the
-// firmware: no microphone audio is sent while the reply plays, so the speaker cannot talk to itself;
-// barge-in is the "Stop reply" button (abort).
+// firmware: no microphone audio is sent while the reply plays, so the speaker cannot talk to itself.
+// Barge-in: hands-free, speaking over the reply (the microphone's level, measured here, above
+// BARGE_RMS for BARGE_HOLD_MS); push-to-talk, pressing the button. Either sends `abort` with the
+// reason the firmware gives for a wake word during a reply (wake_word_detected), stops playback at
+// once and listens; the "Stop reply" button sends a plain abort (a device button sends no reason).
 //
 // Everything the tests need to measure is on window.vp (decoded samples and their energy, the turns
 // with their latencies, the notices shown).
@@ -11,6 +14,15 @@ const UP_RATE = 16000;
 const UP_FRAME_MS = 60;
 const VOICED_RMS = 0.01; // about -40 dBFS: above room noise, below quiet speech
 const RECONNECT_MAX_S = 15;
+// Speaking over the reply: about -30 dBFS, a voice near the microphone; room noise and (with
+// headphones, or speakers at a moderate volume) the reply's own echo stay below it. The microphone
+// has no echo cancellation (it would alter what the ASR hears), so loud speakers can trip it: the
+// "barge in by speaking" box turns it off.
+const BARGE_RMS = 0.03;
+// Held that long, net of the short dips between syllables: a cough or a click does not interrupt.
+const BARGE_HOLD_MS = 300;
+// The words that triggered it are sent after the listen start, so the server hears them too.
+const PREROLL_FRAMES = 10;
 
 const $ = (id) => document.getElementById(id);
 const vp = (window.vp = {
@@ -25,6 +37,8 @@ const vp = (window.vp = {
   voicedFrames: 0,
   lastVoicedAt: null,
   framesAfterAbort: 0,
+  aborts: [], // {reason, by, at, turn}: what the page sent
+  replySources: 0, // reply buffers scheduled and not yet ended (0 = silent)
   notices: [],
   recordMic: false,
   micFrames: [],
@@ -54,6 +68,7 @@ $("client-id").textContent = identity.clientId;
 const params = new URLSearchParams(location.search);
 if (params.get("token")) localStorage.setItem("vp.token", params.get("token"));
 if (params.get("mode")) document.querySelector(`input[name=mode][value=${params.get("mode")}]`).checked = true;
+if (params.get("bargein") === "off") $("bargein").checked = false;
 $("token").value = localStorage.getItem("vp.token") || "";
 // ?codec=wasm uses the libopus WebAssembly build even where WebCodecs exists (how the fallback is tested).
 const forceWasm = params.get("codec") === "wasm";
@@ -178,11 +193,16 @@ function play(pcm, rate) {
   source.start(playAt);
   playAt += buffer.duration;
   playing.push(source);
-  source.onended = () => (playing = playing.filter((s) => s !== source));
+  vp.replySources = playing.length;
+  source.onended = () => {
+    playing = playing.filter((s) => s !== source);
+    vp.replySources = playing.length;
+  };
 }
 function stopPlayback() {
   for (const s of playing) s.stop();
   playing = [];
+  vp.replySources = 0;
   playAt = 0;
 }
 
@@ -192,6 +212,9 @@ let encoder = null;
 let listening = false; // a listen start is open
 let speaking = false; // between tts start and tts stop
 let lastVoicedAt = null;
+let bargeMs = 0; // speech heard over the reply, net (see BARGE_HOLD_MS)
+let preroll = []; // the last frames heard over the reply
+let stopOwed = false; // we aborted: the server's tts stop answers that, it does not end a new turn
 let levelEl = $("level").firstElementChild;
 
 async function openMic() {
@@ -235,7 +258,20 @@ function onMicFrame(frame) {
   for (const v of frame) sum += v * v;
   const rms = Math.sqrt(sum / frame.length);
   levelEl.style.width = `${Math.min(100, rms * 400)}%`;
-  if (!listening || speaking || !ws || ws.readyState !== WebSocket.OPEN) return;
+  if (!ws || ws.readyState !== WebSocket.OPEN) return;
+  if (speaking) {
+    if (mode() !== "auto" || !$("bargein").checked) return;
+    preroll.push(frame);
+    if (preroll.length > PREROLL_FRAMES) preroll.shift();
+    bargeMs = rms > BARGE_RMS ? bargeMs + UP_FRAME_MS : Math.max(0, bargeMs - UP_FRAME_MS);
+    if (bargeMs >= BARGE_HOLD_MS) bargeIn("voice");
+    return;
+  }
+  if (!listening) return;
+  sendMic(frame, rms);
+}
+
+function sendMic(frame, rms) {
   if (rms > VOICED_RMS) {
     lastVoicedAt = vp.lastVoicedAt = performance.now();
     vp.voicedFrames++;
@@ -326,7 +362,10 @@ async function connect() {
   socket.onmessage = async (event) => {
     if (typeof event.data !== "string") {
       if (!decoder) return;
-      if (vp.abortedAt) vp.framesAfterAbort++;
+      if (vp.abortedAt) {
+        vp.framesAfterAbort++; // already on the wire when the abort left: not played
+        return;
+      }
       if (currentTurn && currentTurn.firstAudioMs === null && !currentTurn.done) {
         currentTurn.firstAudioMs = since(currentTurn);
         render(currentTurn);
@@ -413,6 +452,11 @@ async function onMessage(msg) {
     case "tts":
       if (msg.state === "start") {
         speaking = true;
+        stopOwed = false;
+        bargeMs = 0;
+        preroll = [];
+        // What reached us of the aborted reply after the abort (dropped, not played).
+        if (vp.abortedAt && vp.aborts.length) vp.aborts[vp.aborts.length - 1].lateFrames = vp.framesAfterAbort;
         vp.abortedAt = null; // a new reply: its frames are not late frames of the aborted one
         setState("speaking");
       } else if (msg.state === "sentence_start" && turn && !turn.done) {
@@ -421,6 +465,11 @@ async function onMessage(msg) {
         render(turn);
       } else if (msg.state === "stop") {
         speaking = false;
+        if (stopOwed) {
+          stopOwed = false; // the answer to our abort: the page has moved on already
+          if (vp.aborts.length) vp.aborts[vp.aborts.length - 1].answered = true;
+          break;
+        }
         if (turn && !turn.done) {
           turn.done = true;
           render(turn);
@@ -453,10 +502,10 @@ $("connect").onclick = () => (ws && ws.readyState <= WebSocket.OPEN ? disconnect
 const talk = $("talk");
 const press = (e) => {
   e.preventDefault();
-  if (talk.disabled || listening) return;
-  if (speaking) abort(); // talking over the reply interrupts it, as on the device
+  if (talk.disabled || (listening && !speaking)) return;
   lastVoicedAt = null;
-  listenStart();
+  if (speaking) bargeIn("press"); // talking over the reply interrupts it, as on the device
+  else listenStart();
   talk.classList.add("down");
 };
 const release = () => {
@@ -470,17 +519,45 @@ talk.addEventListener("pointerleave", release);
 document.addEventListener("keydown", (e) => e.code === "Space" && !e.repeat && e.target === document.body && press(e));
 document.addEventListener("keyup", (e) => e.code === "Space" && e.target === document.body && release());
 
-function abort() {
+// Stop the reply now: abort (the server cancels the reply and answers tts stop), silence what was
+// scheduled, drop the frames still in flight, close the turn. `reason` as the firmware sends it:
+// none for a button, wake_word_detected when the user talks over the reply.
+function abort(reason, by = "button") {
   vp.abortedAt = performance.now();
   vp.framesAfterAbort = 0;
-  send({ type: "abort", reason: "user_interrupt" });
+  vp.aborts.push({ reason: reason || null, by, at: vp.abortedAt, turn: currentTurn ? currentTurn.n : null });
+  send(reason ? { type: "abort", reason } : { type: "abort" });
+  stopOwed = speaking;
+  speaking = false;
+  bargeMs = 0;
   stopPlayback();
   if (currentTurn && !currentTurn.done) {
-    currentTurn.aborted = true;
+    currentTurn.aborted = currentTurn.done = true;
     render(currentTurn);
   }
 }
-$("abort").onclick = abort;
+// Talking over the reply (by voice, hands-free; by the button, push-to-talk): abort and listen at
+// once, like the firmware's wake word during a reply (abort, then listen start). By voice, the
+// frames that were heard go up first: they are the start of what the user is saying.
+function bargeIn(by) {
+  const heard = preroll;
+  preroll = [];
+  abort("wake_word_detected", by);
+  listenStart();
+  vp.aborts[vp.aborts.length - 1].playingAfter = vp.replySources; // 0: silent at once
+  if (by === "press") return;
+  for (const frame of heard) {
+    let sum = 0;
+    for (const v of frame) sum += v * v;
+    sendMic(frame, Math.sqrt(sum / frame.length));
+  }
+}
+function stopButton() {
+  abort();
+  if (mode() === "auto" && ws && ws.readyState === WebSocket.OPEN) listenStart(); // hands-free goes on
+  else if (ws && ws.readyState === WebSocket.OPEN) setState("connected");
+}
+$("abort").onclick = stopButton;
 document.querySelectorAll("input[name=mode]").forEach((r) =>
   r.addEventListener("change", () => {
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
@@ -496,4 +573,4 @@ $("token-save").onclick = () => {
   notice("", "");
   connect();
 };
-window.vpControls = { connect, disconnect, listenStart, listenStop, abort };
+window.vpControls = { connect, disconnect, listenStart, listenStop, abort: stopButton };

@@ -1,7 +1,8 @@
 """The FastAPI app and server of one stage service (`voice-pipeline serve vad|asr|llm|tts`).
 
-`create_stage_app` builds the app from a stage builder (an async context manager from
-`voice_pipeline.assembly`): the lifespan loads the model, nothing happens at import time. Routes:
+`create_stage_app` builds the app from a stage name and its builder (an async context manager
+yielding the stage, see `stagehost.services`): the lifespan loads the model, nothing happens at
+import time. Routes:
 `/healthz` (alive), `/readyz` (model loaded and not draining), `/metrics` (the contract metrics)
 and `/v1/stream` (the multiplexed transport the gateway uses).
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -23,45 +25,17 @@ from typing import Any
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.secrets import read_token_file, token_matches
-from voice_pipeline.transport.server import Drain, ServedStages, StreamConnection
+from voice_pipeline.common.stages import ServedStage
+from voice_pipeline.stagehost.settings import ServiceSettings
+from voice_pipeline.transport.server import Drain, StreamConnection
 
 log = logging.getLogger(__name__)
 
-StageBuilder = Callable[[Metrics], AbstractAsyncContextManager[ServedStages]]
-
-
-class ServiceSettings(BaseModel):
-    """How a stage service listens and shuts down (section `service`: `VP_SERVICE__PORT`, ...)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field(
-        "127.0.0.1",
-        description="Address the stage service binds to (0.0.0.0 in a Pod, with the auth token set).",
-    )
-    port: int = Field(9000, ge=0, le=65535, description="Port of /v1/stream, /healthz, /readyz and /metrics.")
-    drain_timeout_s: float = Field(
-        20.0, ge=0, description="After SIGTERM: longest wait for gateways to move their sessions away."
-    )
-    max_message_bytes: int = Field(
-        4 << 20, ge=65536, description="Largest transport frame (an utterance of 20 s is 640 kB)."
-    )
-    auth_token_file: str = Field(
-        "",
-        description=(
-            "File holding the shared secret gateways must present on /v1/stream (a mounted Secret); "
-            "empty = no check (local development only)."
-        ),
-    )
-    max_inflight_per_connection: int = Field(
-        4096,
-        ge=1,
-        description="Requests in flight, and VAD sessions open, per gateway connection (beyond: overload).",
-    )
+# Loads the stage (model, caches) for the app's lifespan and tears it down after.
+StageBuilder = Callable[[Metrics], AbstractAsyncContextManager[ServedStage]]
 
 
 def _bearer(header: str) -> str:
@@ -152,19 +126,28 @@ class DrainingServer:
         )
 
         class _Server(uvicorn.Server):
-            draining_task: asyncio.Future[None] | None = None
+            """Only uvicorn's public surface: `serve` (to learn the loop), `handle_exit` (the signal
+            handler it installs) and `should_exit`. The first SIGTERM starts the drain; when the
+            drain ends it is handed to uvicorn's own `handle_exit`, so uvicorn shuts down and
+            re-raises the signal exactly as if it had just arrived."""
+
+            loop: asyncio.AbstractEventLoop | None = None
+            drain_started = False
+
+            async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+                self.loop = asyncio.get_running_loop()
+                await super().serve(sockets)
 
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-                if sig != signal.SIGTERM or self.draining_task is not None or self.should_exit:
-                    super().handle_exit(sig, frame)
+                if sig != signal.SIGTERM or self.drain_started or self.should_exit or self.loop is None:
+                    super().handle_exit(sig, frame)  # SIGINT, a second SIGTERM: uvicorn's way, at once
                     return
-                self._captured_signals.append(sig)
-                loop = asyncio.get_event_loop()  # the running loop: signals arrive on its thread
-                self.draining_task = loop.create_future()  # marks the drain as started
-                loop.call_soon_threadsafe(self._start_drain)
+                self.drain_started = True
+                self.loop.call_soon_threadsafe(self._start_drain)  # from the signal handler's thread
 
             def _start_drain(self) -> None:
-                self.draining_task = asyncio.get_running_loop().create_task(self._drain())
+                task = asyncio.get_running_loop().create_task(self._drain())
+                self._drain_task = task  # keep a reference until it ends
 
             async def _drain(self) -> None:
                 log.info("SIGTERM: draining (up to %.0f s)", drain_timeout_s)
@@ -174,7 +157,8 @@ class DrainingServer:
                 while not drain.idle() and time.monotonic() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.2)
                 log.info("drained (%s); shutting down", "idle" if drain.idle() else "timeout")
-                self.should_exit = True
+                if not self.should_exit:
+                    super().handle_exit(signal.SIGTERM, None)
 
         self.server = _Server(config)
 
@@ -187,10 +171,3 @@ def run_service(app: FastAPI, settings: ServiceSettings) -> int:
         app, settings.host, settings.port, settings.drain_timeout_s, settings.max_message_bytes
     ).run()
     return 0
-
-
-def load_service_settings(cls: type[Any], overrides: dict[str, Any] | None = None) -> Any:
-    """One settings class per process: env `VP_<SECTION>__<KEY>` (unknown keys refused) + YAML."""
-    from voice_pipeline.common.settings import build_settings
-
-    return build_settings(cls, overrides)

@@ -1,4 +1,4 @@
-"""Per-session conversation history with a bounded window."""
+"""Per-session chat history with a bounded window: what the LLM is sent with each turn."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from voice_pipeline.common.stages import ChatMessage
-from voice_pipeline.llm.settings import LlmSettings
+from voice_pipeline.llm.settings import HistorySettings
 
 
 @dataclass
-class Conversation:
+class ChatHistory:
     system_prompts: dict[str, str]
     max_turns: int = 6
     max_chars: int = 2000
     turns: deque[tuple[str, str]] = field(default_factory=deque)
 
     @classmethod
-    def from_settings(cls, settings: LlmSettings) -> Conversation:
+    def from_settings(cls, settings: HistorySettings) -> ChatHistory:
         return cls(dict(settings.system_prompts), settings.history_turns, settings.history_chars)
 
     def messages(self, user_text: str, language: str = "") -> list[ChatMessage]:

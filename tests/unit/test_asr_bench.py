@@ -1,0 +1,77 @@
+"""Pure parts of `make bench-asr`: endpointing outcome, speech end, pause plan, the WER rule, the docs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voice_pipeline.bench.asr_bench import endpoint_outcome, last_voiced_sample, percentile, turn_ends
+from voice_pipeline.bench.asr_docs import asr_lines, wer_verdict
+from voice_pipeline.bench.asr_set import pause_plan, voiced_span
+from voice_pipeline.vad.segmenter import WINDOW
+
+
+def test_a_turn_ended_before_the_speech_did_is_cut_short() -> None:
+    assert endpoint_outcome([8000, 40000], speech_end=32000) == (True, None)
+    assert endpoint_outcome([40000], speech_end=32000) == (False, 500.0)
+    assert endpoint_outcome([], speech_end=32000) == (False, None)
+
+
+def test_turn_ends_fire_after_the_silence_setting() -> None:
+    probs = [0.9] * 20 + [0.0] * 20
+    (end,) = turn_ends(probs, 300)
+    # 300 ms = 10 windows of 32 ms after the last voiced window, counted when the 10th is pushed.
+    assert end == (20 + 10) * WINDOW
+    assert turn_ends(probs, 200)[0] < end
+
+
+def test_speech_ends_at_the_last_frame_above_minus_40_dbfs() -> None:
+    pcm = np.zeros(16000, np.float32)
+    pcm[1600:4800] = 0.1  # -20 dBFS from 100 to 300 ms
+    pcm[4800:6400] = 0.001  # -60 dBFS: silence
+    assert last_voiced_sample(pcm) == 4800
+    assert last_voiced_sample(np.zeros(100, np.float32)) == 0
+
+
+def test_voiced_span_trims_the_voice_s_padding() -> None:
+    pcm = np.zeros(16000, np.int16)
+    pcm[3200:8000] = 3000
+    assert voiced_span(pcm) == (3200, 8000)
+    assert voiced_span(np.zeros(10, np.int16)) == (0, 0)
+
+
+def test_pause_plan_is_seeded_and_in_range() -> None:
+    plan = pause_plan(190)
+    assert plan == pause_plan(190)
+    assert len(plan) == 40 and all(b == a + 1 and 150 <= ms <= 600 for a, b, ms in plan)
+
+
+def test_nearest_rank_percentile() -> None:
+    assert percentile([3, 1, 2, 4], 50) == 2
+    assert percentile([3, 1, 2, 4], 95) == 4
+    assert percentile([7], 99) == 7
+
+
+def test_the_default_may_be_at_most_one_point_worse_than_the_reference() -> None:
+    assert wer_verdict(0.024, 0.022)
+    assert wer_verdict(0.032, 0.022)
+    assert not wer_verdict(0.041, 0.022)
+
+
+def test_the_docs_section_says_when_the_default_misses_the_budget() -> None:
+    summary = {
+        "wer_en": 0.041, "cer_zh": 0.3, "exact_en": 150, "en_utterances": 190, "wrong_language": 0,
+        "cpu_s_mean": 0.3, "cpu_s_p95": 0.4, "cpu_per_audio_second": 0.13, "wall_s_p50": 0.3, "wall_s_p95": 0.5,
+    }  # fmt: skip
+    record = {
+        "date": "2026-11-29T13:00:00Z", "commit": "abc", "machine": {"cpu": "CPU"}, "threads": 2,
+        "load_average": {"before": [1.0], "after": [2.0]},
+        "test_set": {"english": 190, "chinese": 2, "english_seconds": [1.0, 6.4]},
+        "decodings": {
+            "default": {"describe": "d", "summary": summary},
+            "reference": {"describe": "r", "summary": {**summary, "wer_en": 0.022}},
+        },
+    }  # fmt: skip
+    text = "\n".join(asr_lines(record))
+    assert "| default | 4.1% |" in text and "| reference | 2.2% |" in text
+    assert "+1.9 points: NOT within the 1-point budget" in text
+    assert "No `make bench-asr` run" in "\n".join(asr_lines(None))
