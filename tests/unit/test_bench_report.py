@@ -150,3 +150,21 @@ def test_the_report_sets_sensevoice_beside_the_seed_and_says_its_weights_are_ran
     path = tmp_path / "p.json"
     path.write_text(profile.model_dump_json())
     assert "make calibrate-sensevoice" in "\n".join(sensevoice_lines(str(path), 60))
+
+
+def test_a_profile_the_model_cannot_plan_with_is_recorded_not_raised(tmp_path: Path) -> None:
+    from voice_pipeline.bench.commands import _predictions
+    from voice_pipeline.bench.docs import predictions
+
+    incomplete = tmp_path / "profile.json"  # the shipped profile without the TTS cost the bench runs
+    shipped = json.loads(
+        (Path(__file__).parents[2] / "operator/voice_operator/data/cost-profile.json").read_text()
+    )
+    shipped["stages"].pop("tts:pcm")
+    incomplete.write_text(json.dumps(shipped))
+    machine = {"cores": 2, "memory_gib": 23.5, "cpu": "Test CPU"}
+    out = _predictions(machine, str(incomplete))
+    assert "no measured cost for tts:openai" in out[f"cost profile {incomplete}"]["error"]
+    assert out["shipped cost profile"]["plan_supported_devices"] > 0
+    # The docs use the predictions that worked.
+    assert list(predictions({"machine": machine, "predictions": out})) == ["shipped cost profile"]

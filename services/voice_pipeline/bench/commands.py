@@ -111,9 +111,18 @@ def _models(tts: str, llm: str) -> dict[str, str]:
 def _predictions(machine: dict[str, Any], profile: str | None) -> dict[str, Any]:
     from voice_pipeline.bench.model_check import predict
 
-    out = {"shipped cost profile": predict(machine["cores"], machine["memory_gib"])}
+    profiles: dict[str, str | None] = {"shipped cost profile": None}
     if profile:
-        out[f"cost profile {profile}"] = predict(machine["cores"], machine["memory_gib"], profile)
+        profiles[f"cost profile {profile}"] = profile
+    out: dict[str, Any] = {}
+    for name, path in profiles.items():
+        # A profile the model cannot plan with (unreadable, or without a cost for a stage the
+        # bench runs: NoMeasuredCost is a ValueError) is said in the record; the measurement is
+        # the point of the run and is never lost to it.
+        try:
+            out[name] = predict(machine["cores"], machine["memory_gib"], path)
+        except (OSError, ValueError) as exc:
+            out[name] = {"error": str(exc)}
     return out
 
 

@@ -97,9 +97,10 @@ def predictions(record: dict[str, Any], profile_path: str | None = None) -> dict
     m = record["machine"]
     if profile_path:
         return {f"cost profile {profile_path}": predict(m["cores"], m["memory_gib"], profile_path)}
-    stored = record.get("predictions")
+    # A prediction the run could not make is kept in the record as {"error": ...}; skip it here.
+    stored = {k: v for k, v in (record.get("predictions") or {}).items() if "error" not in v}
     if stored:
-        return dict(stored)
+        return stored
     return {"shipped cost profile": predict(m["cores"], m["memory_gib"])}
 
 
