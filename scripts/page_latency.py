@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the browser driver and server helpers of the integration tests
 
 from tests.integration.browser import chromium  # noqa: E402
-from tests.integration.conftest import start_server, stop_server  # noqa: E402
+from tests.integration.conftest import stop_server  # noqa: E402
 from tests.integration.helpers import clip  # noqa: E402
-from tests.integration.test_browser import _fake_microphone  # noqa: E402
+from tests.integration.test_browser import _fake_microphone, _server  # noqa: E402
 
 from voice_pipeline.bench.rig import start_llm_emulator, stop  # noqa: E402
 from voice_pipeline.emulators.profiles import LlmProfile  # noqa: E402
@@ -77,15 +77,8 @@ async def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="page-latency-"))
     llm = start_llm_emulator(tmp, LlmProfile())
-    env = {
-        "VP_LLM__BASE_URL": f"{llm.http}/v1",
-        "VP_LLM__MODEL": "emulator",
-        "VP_LLM__PROVIDER_NAME": "emulator",
-        "VP_TTS__EDGE_ENABLED": "false",
-        "VP_GATEWAY__LANGUAGE": "en",
-        "VP_CACHE__ENABLED": "false",
-    }
-    server = await asyncio.to_thread(start_server, tmp, env)
+    # The browser tests' server (emulated LLM, no Edge TTS, English), without caches: every turn computed.
+    server = await asyncio.to_thread(_server, tmp, llm, {"VP_CACHE__ENABLED": "false"})
     try:
         await _simulator(server.url, 1)  # warm-up (first inference of each model), not counted
         sim = await _simulator(server.url, args.turns)
