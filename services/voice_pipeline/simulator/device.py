@@ -24,6 +24,7 @@ from voice_pipeline.turn.sentences import join_sentences
 FRAME_MS = 60
 UPLINK_RATE = 16000
 SILENCE_AFTER_S = 3.0
+REPLY_STALL_S = 10.0  # a reply that stops sending audio this long past its playback has stalled
 HELLO_TIMEOUT_S = 10.0
 
 
@@ -238,7 +239,9 @@ class SimulatedDevice:
     async def turn(
         self, pcm: Int16Array | EncodedClip, timeout: float = 60.0, abort_after_audio_s: float | None = None
     ) -> TurnResult:
-        """One conversation turn; with `abort_after_audio_s`, barge in after that much reply audio."""
+        """One conversation turn; with `abort_after_audio_s`, barge in after that much reply audio.
+        `timeout` bounds the wait for a complete reply, extended by the reply audio received (it
+        plays in real time) while it keeps coming."""
         result = TurnResult()
         stt_seen = asyncio.Event()
         await self.send_json({"type": "listen", "state": "start", "mode": self.mode})
@@ -286,6 +289,10 @@ class SimulatedDevice:
                         audio_samples += opus_packet_samples(packet, self.downlink_rate)
                     if first_audio is None:
                         first_audio = seen["first_audio"] = now
+                    # A reply being spoken is not late: the server paces audio in real time, so a
+                    # long reply (a story) needs its playback time beyond `timeout`, which bounds
+                    # the wait for an answer and any stall inside it.
+                    deadline = max(deadline, first_audio + audio_samples / self.downlink_rate + REPLY_STALL_S)
                     if (
                         abort_after_audio_s is not None
                         and audio_samples / self.downlink_rate >= abort_after_audio_s
