@@ -20,7 +20,7 @@ from voice_pipeline.common.stages import (
     Transcript,
     VadEvent,
 )
-from voice_pipeline.gateway.conversation import Conversation, Stages
+from voice_pipeline.gateway.conversation import BUSY_REPLY, Conversation, Stages
 from voice_pipeline.gateway.settings import GatewaySettings
 from voice_pipeline.turn.history import ChatHistory
 
@@ -172,6 +172,33 @@ async def test_llm_outage_tells_the_device_and_ends_the_turn() -> None:
     await speak(conv)
     await wait_reply(conv)
     assert out.kinds() == ["stt", "tts:start", "error:reply_failed", "tts:stop"]
+
+
+async def test_a_saturated_llm_gets_a_spoken_busy_answer_not_a_timeout() -> None:
+    tts = FakeTts()
+    conv, out, _ = make(FakeLlm([], error=OverloadedError("llm", 2)), tts=tts)
+    await speak(conv)
+    await wait_reply(conv)
+    assert out.kinds() == ["stt", "tts:start", "error:overloaded", "tts:sentence_start", "audio", "tts:stop"]
+    assert tts.texts == [BUSY_REPLY["en"]]
+    # The busy sentence is neither the assistant's reply in the history nor a first-audio sample.
+    assert all(BUSY_REPLY["en"] not in reply for _, reply in conv.history.turns)
+    assert conv.last_turn is not None and conv.last_turn.first_audio is None
+
+
+async def test_a_saturated_tts_is_reported_without_a_busy_sentence() -> None:
+    class BusyTts(FakeTts):
+        async def synthesize(self, request: SpeechRequest) -> AsyncIterator[SpeechAudio]:
+            self.texts.append(request.text)
+            raise OverloadedError("tts", 4)
+            yield  # an async generator
+
+    tts = BusyTts()
+    conv, out, _ = make(FakeLlm(["Fine."]), tts=tts)
+    await speak(conv)
+    await wait_reply(conv)
+    assert out.kinds() == ["stt", "tts:start", "llm", "tts:sentence_start", "error:overloaded", "tts:stop"]
+    assert tts.texts == ["Fine."]
 
 
 async def test_asr_overload_is_reported_without_a_reply() -> None:

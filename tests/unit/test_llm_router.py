@@ -320,6 +320,40 @@ def test_local_server_fills_only_providers_without_url() -> None:
     assert not LlmSettings(base_url="http://x/v1").needs_local_server()
 
 
+def test_the_local_server_holds_one_answering_and_local_waiting_waiting() -> None:
+    # The flat fields (make run's default) become one provider with the local server's limit.
+    filled = LlmSettings(local_waiting=1).with_local_server("http://127.0.0.1:9/v1")
+    assert [(p.name, p.base_url, p.max_concurrency) for p in filled.providers] == [
+        ("local", "http://127.0.0.1:9/v1", 2)
+    ]
+    # Only local providers are cut; a cloud provider keeps its own limit.
+    listed = LlmSettings(
+        local_waiting=0,
+        providers=[ProviderSettings(name="local"), ProviderSettings(name="cloud", base_url="http://c/v1")],
+    ).with_local_server("http://127.0.0.1:9/v1")
+    assert [p.max_concurrency for p in listed.providers] == [1, 16]
+
+
+async def test_a_turn_beyond_the_local_servers_limit_is_refused_at_once() -> None:
+    settings = LlmSettings(local_waiting=0).with_local_server("http://127.0.0.1:9/v1")
+    gate = asyncio.Event()
+
+    class Slow(FakeProvider):
+        async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+            await gate.wait()
+            yield "ok"
+
+    router = router_from_settings(settings, Metrics(), [Slow("local", Clock())])
+    first = router.stream_chat([ChatMessage("user", "hi")])
+    answering = asyncio.ensure_future(first.__anext__())
+    await asyncio.sleep(0)
+    with pytest.raises(OverloadedError):
+        await router.stream_chat([ChatMessage("user", "and me?")]).__anext__()
+    gate.set()
+    assert await answering == "ok"
+    await first.aclose()
+
+
 def test_duplicate_provider_names_are_rejected() -> None:
     with pytest.raises(ValueError, match="unique"):
         LlmSettings(providers=[ProviderSettings(name="a"), ProviderSettings(name="a")])

@@ -45,6 +45,12 @@ from voice_pipeline.turn.sentences import SentenceSplitter, join_sentences
 log = logging.getLogger(__name__)
 
 _END = object()  # queue sentinel: the producer is done
+# Spoken when the language model cannot take the turn (error `overloaded` from the llm stage).
+BUSY_REPLY = {
+    "en": "Sorry, I'm busy right now. Please ask me again in a moment.",
+    "zh": "抱歉，我现在有点忙，请稍后再问我。",
+}
+BUSY_REPLY_TIMEOUT_S = 10.0
 VAD_COMPLAINT_INTERVAL_S = 2.0  # at most one VAD error message per session in this interval
 
 
@@ -308,6 +314,8 @@ class Conversation:
             )
         except OverloadedError as exc:
             await self._send_error("overloaded", str(exc))
+            if exc.stage == "llm" and not spoken:
+                await self._say_busy(language)
         except VoicePipelineError as exc:
             log.warning("session %s: reply failed: %s", self.session_id, exc)
             await self._send_error("reply_failed", str(exc))
@@ -318,6 +326,24 @@ class Conversation:
         self.speaking = False
         await self.out.send_json(proto.tts_stop(self.session_id))
         self._log_turn(text, join_sentences(spoken), times)
+
+    async def _say_busy(self, language: str) -> None:
+        """Tell the user, not only the device's log, that the language model is saturated (a
+        local llama.cpp server answering someone else): a short fixed sentence, best effort (TTS
+        may be just as busy; the error frame has been sent either way)."""
+        sentence_q: asyncio.Queue[object] = asyncio.Queue()
+        audio_q: asyncio.Queue[object] = asyncio.Queue()
+        for item in (BUSY_REPLY.get(language, BUSY_REPLY["en"]), _END):
+            sentence_q.put_nowait(item)
+        try:
+            async with asyncio.timeout(BUSY_REPLY_TIMEOUT_S):
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._speak(sentence_q, audio_q, language))
+                    # Not the turn's first audio: the latency metric is of answers.
+                    answered = TurnTimes(speech_end=0.0, first_audio=0.0)
+                    group.create_task(self._send(audio_q, answered, []))
+        except (TimeoutError, BaseExceptionGroup) as exc:
+            log.info("session %s: busy answer not spoken: %r", self.session_id, exc)
 
     async def _pipeline(self, text: str, times: TurnTimes, language: str, spoken: list[str]) -> None:
         sentence_q: asyncio.Queue[object] = asyncio.Queue(maxsize=8)

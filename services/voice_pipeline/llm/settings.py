@@ -86,6 +86,14 @@ class LlmSettings(HistorySettings):
     local_threads: int = Field(2, ge=1, description="CPU threads of the local llama.cpp server.")
     local_ctx: int = Field(2048, ge=256, description="Context window of the local server.")
     local_port: int = Field(0, ge=0, le=65535, description="Port of the local server (0 = a free one).")
+    # The local server generates one reply at a time: a turn that would wait behind more than
+    # `local_waiting` others is answered busy at once (a spoken "busy" and error `overloaded`)
+    # instead of queueing into the first-token timeout (issue 14, item 5).
+    local_waiting: int = Field(
+        1,
+        ge=0,
+        description="Turns that may wait while the local llama.cpp server answers another; more get a busy answer.",
+    )
 
     @model_validator(mode="after")
     def _unique_provider_names(self) -> LlmSettings:
@@ -114,6 +122,14 @@ class LlmSettings(HistorySettings):
         return any(p.is_local for p in self.effective_providers())
 
     def with_local_server(self, base_url: str) -> LlmSettings:
-        """These settings with the local server's URL filled in wherever none was given."""
-        providers = [p.model_copy(update={"base_url": base_url}) if p.is_local else p for p in self.providers]
+        """These settings with the local server's URL filled in wherever none was given, and the
+        local provider's concurrency cut to what the server holds (one answering, `local_waiting`
+        waiting): beyond that the router answers overloaded at once."""
+        local = {"base_url": base_url}
+        providers = [
+            p.model_copy(update={**local, "max_concurrency": min(p.max_concurrency, 1 + self.local_waiting)})
+            if p.is_local
+            else p
+            for p in self.effective_providers()
+        ]
         return self.model_copy(update={"base_url": self.base_url or base_url, "providers": providers})
