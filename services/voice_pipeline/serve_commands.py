@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -165,7 +167,7 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["gateway"] = gateway
     settings = load_settings(overrides)
     _ensure_models(settings, install=not args.no_install)
-    return _run(settings)
+    return _run(settings, (args.log_level, args.log_format))
 
 
 def _ensure_models(settings: Any, install: bool) -> None:
@@ -186,36 +188,66 @@ def _install(names: list[str], install: bool) -> None:
         install_models(needed)
 
 
-def _run(settings: Any) -> int:
+def _run(settings: Any, log_config: tuple[str, str]) -> int:
+    from voice_pipeline.workers import run_workers, worker_count
+
+    workers = worker_count(settings.gateway.workers)
+    if workers == 1:
+        _announce(settings.gateway.host, settings.gateway.port)
+        serve_allinone(settings)
+        return 0
+    return run_workers(
+        settings, workers, log_config, lambda port: _announce(settings.gateway.host, port, workers)
+    )
+
+
+def _announce(bind_host: str, port: int, workers: int = 1) -> None:
+    from voice_pipeline.allinone import lan_address
+
+    host = lan_address() if bind_host in ("0.0.0.0", "::") else bind_host
+    processes = f" ({workers} worker processes)" if workers > 1 else ""
+    print(
+        f"voice-pipeline starting{processes}: devices connect to OTA http://{host}:{port}/xiaozhi/ota/ "
+        f"or WebSocket ws://{host}:{port}/xiaozhi/v1/ (metrics on /metrics)",
+        file=sys.stderr,
+    )
+    # Browsers give the microphone only to https:// pages and localhost, hence localhost here.
+    print(
+        f"talk in a browser: http://localhost:{port}/ (status: http://localhost:{port}/status)",
+        file=sys.stderr,
+    )
+
+
+def serve_allinone(
+    settings: Any,
+    sockets: list[Any] | None = None,
+    wrap_stages: Callable[[Any], Any] | None = None,
+    readiness: Callable[[], dict[str, bool]] | None = None,
+    activations_dir: Path | None = None,
+) -> None:
+    """One all-in-one server process: on settings.gateway's host and port, or as one worker on
+    `sockets` (voice_pipeline.workers passes its stage wrapper, readiness and shared directory)."""
     import uvicorn
 
-    from voice_pipeline.allinone import in_process_stages, lan_address
+    from voice_pipeline.allinone import in_process_stages
     from voice_pipeline.common.activity import SessionActivity
     from voice_pipeline.gateway.app import create_gateway_app
     from voice_pipeline.turn.history import ChatHistory
 
     gw = settings.gateway
     activity = SessionActivity()  # the gateway's sessions; the cache preload waits for none
+    wrap = wrap_stages or (lambda stages: stages)
     app = create_gateway_app(
         gw,
         settings.auth,
         settings.ota,
-        lambda metrics: in_process_stages(settings, metrics, activity),
+        lambda metrics: wrap(in_process_stages(settings, metrics, activity)),
         lambda: ChatHistory.from_settings(settings.llm),
+        readiness=readiness,
         activity=activity,
+        activations_dir=activations_dir,
     )
-    host = lan_address() if gw.host in ("0.0.0.0", "::") else gw.host
-    print(
-        f"voice-pipeline starting: devices connect to OTA http://{host}:{gw.port}/xiaozhi/ota/ "
-        f"or WebSocket ws://{host}:{gw.port}/xiaozhi/v1/ (metrics on /metrics)",
-        file=sys.stderr,
-    )
-    # Browsers give the microphone only to https:// pages and localhost, hence localhost here.
-    print(
-        f"talk in a browser: http://localhost:{gw.port}/ (status: http://localhost:{gw.port}/status)",
-        file=sys.stderr,
-    )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=gw.host,
         port=gw.port,
@@ -224,4 +256,4 @@ def _run(settings: Any) -> int:
         log_level="warning",
         lifespan="on",
     )
-    return 0
+    uvicorn.Server(config).run(sockets=sockets)

@@ -2,20 +2,28 @@
 
 All stages in one process (all-in-one mode) share one `Metrics`, told apart by the `stage` label.
 No per-session labels: cardinality stays fixed however many devices connect.
+
+An all-in-one server of several worker processes (voice_pipeline.workers) sets
+PROMETHEUS_MULTIPROC_DIR: every process writes its values there and any worker's /metrics reads
+them all (counters and histograms add up; the gauges say how: `livesum`, the live workers' sum).
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from voice_pipeline import contract as c
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by voice_pipeline.workers for its processes
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
@@ -60,9 +68,15 @@ class Metrics:
         self.busy = Counter(
             c.METRIC_BUSY, "Compute seconds spent (utilization = rate / cores)", stage, registry=r
         )
-        self.inflight = Gauge(c.METRIC_INFLIGHT, "Requests in flight", stage, registry=r)
+        self.inflight = Gauge(
+            c.METRIC_INFLIGHT, "Requests in flight", stage, registry=r, multiprocess_mode="livesum"
+        )
         self.max_concurrency = Gauge(
-            c.METRIC_MAX_CONCURRENCY, "Configured concurrency limit", stage, registry=r
+            c.METRIC_MAX_CONCURRENCY,
+            "Configured concurrency limit",
+            stage,
+            registry=r,
+            multiprocess_mode="livesum",  # several workers: slots of all of them
         )
         self.batch_size = Histogram(
             c.METRIC_BATCH_SIZE, "Items per model batch", stage, buckets=BATCH_BUCKETS, registry=r
@@ -77,7 +91,9 @@ class Metrics:
             registry=r,
         )
         devices = r if self.serves_devices else None
-        self.sessions = Gauge(c.METRIC_SESSIONS, "Connected device sessions", registry=devices)
+        self.sessions = Gauge(
+            c.METRIC_SESSIONS, "Connected device sessions", registry=devices, multiprocess_mode="livesum"
+        )
         self.e2e_first_audio = Histogram(
             c.METRIC_E2E_FIRST_AUDIO,
             "Speech end to first audio frame sent",
@@ -94,5 +110,16 @@ class Metrics:
         finally:
             self.busy.labels(stage).inc(cpu_seconds() - start)
 
+    def _source(self) -> CollectorRegistry:
+        """This process's registry, or with several worker processes all of theirs."""
+        if not os.environ.get(MULTIPROC_ENV):
+            return self.registry
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return merged
+
+    def families(self) -> Iterable[Metric]:
+        return self._source().collect()
+
     def exposition(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self._source()), CONTENT_TYPE_LATEST

@@ -11,8 +11,10 @@ The operator provisions each device's secret (`auth.device_secrets_file`: serial
 id -> the hex eFuse key, or any text). Challenges are stateless (signed with `auth.key`, bound to
 device id, client id and an expiry), so a challenge from one gateway replica can be answered at
 another; *activated* pairs are remembered in this process (bounded), which is what the next OTA
-request checks. Several gateway replicas therefore need OTA affinity, or the device simply
-activates again at the replica it reaches (its secret has not changed).
+request checks. The worker processes of one all-in-one server also share them through a directory
+(`shared_dir`: a file per pair, named by a keyed hash; only a valid HMAC under a provisioned secret
+creates one). Several gateway *replicas* need OTA affinity, or the device simply activates again at
+the replica it reaches (its secret has not changed).
 """
 
 from __future__ import annotations
@@ -61,17 +63,29 @@ def load_device_secrets(path: str) -> dict[str, bytes]:
 
 
 class Activations:
-    def __init__(self, settings: AuthSettings, device_secrets: dict[str, bytes]) -> None:
+    def __init__(
+        self, settings: AuthSettings, device_secrets: dict[str, bytes], shared_dir: Path | None = None
+    ) -> None:
         self.settings = settings
         self._secrets = device_secrets
         self._activated: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._shared_dir = shared_dir
 
     def secret_for(self, serial_number: str, device_id: str) -> bytes | None:
         serial = serial_number.strip()
         return self._secrets.get(serial) if serial else self._secrets.get(device_id.lower())
 
     def activated(self, device_id: str, client_id: str) -> bool:
-        return (device_id, client_id) in self._activated
+        if (device_id, client_id) in self._activated:
+            return True
+        return self._shared_dir is not None and self._shared_mark(device_id, client_id).exists()
+
+    def _shared_mark(self, device_id: str, client_id: str) -> Path:
+        assert self._shared_dir is not None
+        text = f"activated|{device_id}|{client_id}"
+        return (
+            self._shared_dir / hmac.new(self.settings.key.encode(), text.encode(), hashlib.sha256).hexdigest()
+        )
 
     def _sign(self, device_id: str, client_id: str, nonce: str, expires: int) -> str:
         text = f"activation|{device_id}|{client_id}|{nonce}|{expires}"
@@ -123,4 +137,6 @@ class Activations:
         self._activated.move_to_end((device_id, client_id))
         while len(self._activated) > MAX_ACTIVATED:
             self._activated.popitem(last=False)
+        if self._shared_dir is not None:
+            self._shared_mark(device_id, client_id).touch()
         return 200, "activated"

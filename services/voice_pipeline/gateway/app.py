@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -83,15 +84,19 @@ def create_gateway_app(
     readiness: Callable[[], dict[str, bool]] | None = None,
     activity: SessionActivity | None = None,
     clock: Callable[[], float] = time.monotonic,
+    activations_dir: Path | None = None,
 ) -> FastAPI:
-    """`readiness` reports whether each dependency is reachable (distributed mode: the stages);
-    `activity` counts open sessions for background work that gives way to devices (the preload);
-    `clock` paces the uplink budgets (a test passes a frozen one)."""
+    """`readiness` reports whether each dependency is reachable (distributed mode: the stages;
+    several all-in-one workers: all of them); `activity` counts open sessions for background work
+    that gives way to devices (the preload); `clock` paces the uplink budgets (a test passes a
+    frozen one); `activations_dir` shares activated devices between worker processes."""
     metrics = metrics or Metrics()
     activity = activity or SessionActivity()
     state: dict[str, Any] = {"stages": None}
     slots = _Slots(settings, metrics, activity)
-    activations = Activations(auth_settings, load_device_secrets(auth_settings.device_secrets_file))
+    activations = Activations(
+        auth_settings, load_device_secrets(auth_settings.device_secrets_file), activations_dir
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

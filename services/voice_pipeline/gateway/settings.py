@@ -12,6 +12,17 @@ class GatewaySettings(BaseModel):
 
     host: str = Field("0.0.0.0", description="Address the WebSocket/HTTP server binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port of the WebSocket, OTA, /healthz and /metrics.")
+    # One by default, by measurement (docs/benchmarks.md): on 2 cores at the supported load the
+    # event loop used 0.25 of a core and whisper's batches the rest; two workers split the ASR
+    # batches and made first audio slower (p95 3.1 s against 2.0-2.6 s at 44 devices).
+    workers: int = Field(
+        1,
+        ge=0,
+        description=(
+            "All-in-one `serve`: server processes sharing the port, each with every stage and its own "
+            "models (0 = one per usable CPU). Session and connection limits are split between them."
+        ),
+    )
     public_url: str = Field(
         "",
         description="WebSocket URL handed to devices by the OTA endpoint; empty = derived from the request.",

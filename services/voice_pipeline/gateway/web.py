@@ -73,7 +73,7 @@ class Snapshot:
 
 def snapshot(metrics: Metrics, now: float) -> Snapshot:
     snap = Snapshot(t=now)
-    for family in metrics.registry.collect():
+    for family in metrics.families():
         for s in family.samples:
             stage = s.labels.get(c.LABEL_STAGE, "")
             if s.name == c.METRIC_REQUESTS:
