@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -92,3 +93,42 @@ def lan_address() -> str:
         return socket.gethostbyname(socket.gethostname())
     except OSError:
         return "127.0.0.1"
+
+
+def serve_allinone(
+    settings: Any,
+    sockets: list[Any] | None = None,
+    wrap_stages: Callable[[Any], Any] | None = None,
+    readiness: Callable[[], dict[str, bool]] | None = None,
+    activations_dir: Path | None = None,
+) -> None:
+    """One all-in-one server process: on settings.gateway's host and port, or as one worker on
+    `sockets` (voice_pipeline.workers passes its stage wrapper, readiness and shared directory)."""
+    import uvicorn
+
+    from voice_pipeline.gateway.app import create_gateway_app
+    from voice_pipeline.turn.history import ChatHistory
+
+    gw = settings.gateway
+    activity = SessionActivity()  # the gateway's sessions; the cache preload waits for none
+    wrap = wrap_stages or (lambda stages: stages)
+    app = create_gateway_app(
+        gw,
+        settings.auth,
+        settings.ota,
+        lambda metrics: wrap(in_process_stages(settings, metrics, activity)),
+        lambda: ChatHistory.from_settings(settings.llm),
+        readiness=readiness,
+        activity=activity,
+        activations_dir=activations_dir,
+    )
+    config = uvicorn.Config(
+        app,
+        host=gw.host,
+        port=gw.port,
+        ws_max_size=gw.max_message_bytes,
+        ws_per_message_deflate=False,  # Opus does not compress; deflate only costs CPU
+        log_level="warning",
+        lifespan="on",
+    )
+    uvicorn.Server(config).run(sockets=sockets)

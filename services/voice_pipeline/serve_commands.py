@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 
@@ -189,6 +187,7 @@ def _install(names: list[str], install: bool) -> None:
 
 
 def _run(settings: Any, log_config: tuple[str, str]) -> int:
+    from voice_pipeline.allinone import serve_allinone
     from voice_pipeline.workers import run_workers, worker_count
 
     workers = worker_count(settings.gateway.workers)
@@ -216,44 +215,3 @@ def _announce(bind_host: str, port: int, workers: int = 1) -> None:
         f"talk in a browser: http://localhost:{port}/ (status: http://localhost:{port}/status)",
         file=sys.stderr,
     )
-
-
-def serve_allinone(
-    settings: Any,
-    sockets: list[Any] | None = None,
-    wrap_stages: Callable[[Any], Any] | None = None,
-    readiness: Callable[[], dict[str, bool]] | None = None,
-    activations_dir: Path | None = None,
-) -> None:
-    """One all-in-one server process: on settings.gateway's host and port, or as one worker on
-    `sockets` (voice_pipeline.workers passes its stage wrapper, readiness and shared directory)."""
-    import uvicorn
-
-    from voice_pipeline.allinone import in_process_stages
-    from voice_pipeline.common.activity import SessionActivity
-    from voice_pipeline.gateway.app import create_gateway_app
-    from voice_pipeline.turn.history import ChatHistory
-
-    gw = settings.gateway
-    activity = SessionActivity()  # the gateway's sessions; the cache preload waits for none
-    wrap = wrap_stages or (lambda stages: stages)
-    app = create_gateway_app(
-        gw,
-        settings.auth,
-        settings.ota,
-        lambda metrics: wrap(in_process_stages(settings, metrics, activity)),
-        lambda: ChatHistory.from_settings(settings.llm),
-        readiness=readiness,
-        activity=activity,
-        activations_dir=activations_dir,
-    )
-    config = uvicorn.Config(
-        app,
-        host=gw.host,
-        port=gw.port,
-        ws_max_size=gw.max_message_bytes,
-        ws_per_message_deflate=False,  # Opus does not compress; deflate only costs CPU
-        log_level="warning",
-        lifespan="on",
-    )
-    uvicorn.Server(config).run(sockets=sockets)

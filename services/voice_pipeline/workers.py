@@ -140,7 +140,7 @@ def _worker_main(
     configure_logging(*log_config)
     # Ctrl-C reaches the whole process group: the supervisor decides; uvicorn would stop at once.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from voice_pipeline import serve_commands
+    from voice_pipeline.allinone import serve_allinone
 
     sock = listening_socket(settings.gateway.host, port)
     mark = run_dir.ready_mark(os.getpid())
@@ -154,7 +154,7 @@ def _worker_main(
             finally:
                 mark.unlink(missing_ok=True)
 
-    serve_commands.serve_allinone(
+    serve_allinone(
         settings,
         sockets=[sock],
         wrap_stages=marked,

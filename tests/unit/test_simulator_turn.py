@@ -28,7 +28,11 @@ async def scripted_server(reply_frames: int, stall_after: int | None = None) -> 
 
     async def handler(ws: websockets.ServerConnection) -> None:
         await ws.recv()  # hello
-        hello = {"type": "hello", "session_id": "s", "audio_params": {"sample_rate": RATE, "frame_duration": FRAME_MS}}
+        hello = {
+            "type": "hello",
+            "session_id": "s",
+            "audio_params": {"sample_rate": RATE, "frame_duration": FRAME_MS},
+        }
         await ws.send(json.dumps(hello))
         async for message in ws:
             if isinstance(message, bytes):
