@@ -135,10 +135,12 @@ SAMPLER_CHECK = """
 import json, subprocess, sys, time
 from voice_pipeline.bench.procstat import TreeSampler
 child = subprocess.Popen(
-    [sys.executable, "-c", "import sys, time\\nt=time.process_time()\\nwhile time.process_time()-t<0.6: pass\\nsys.stdin.read()"],
+    [sys.executable, "-c", "import sys, time\\nsys.stdin.readline()\\nt=time.process_time()\\nwhile time.process_time()-t<0.6: pass\\nsys.stdin.read()"],
     stdin=subprocess.PIPE,
 )
 sampler = TreeSampler({"child": child.pid}, interval=0.1).start()
+child.stdin.write(b"go\\n")  # the work starts after the sampler's first reading, never before it
+child.stdin.flush()
 deadline = time.monotonic() + 20
 track = sampler._tracks["child"]
 while track.cpu1 - track.cpu0 < 0.5 and time.monotonic() < deadline:
@@ -150,9 +152,9 @@ print(json.dumps(sampler.stop()["child"]))
 
 
 def test_tree_sampler_measures_a_busy_child_and_survives_its_exit() -> None:
-    """A child busy for 0.6 s of CPU, then blocked until a sample saw that work (bounded), then gone.
-    Run in a fresh interpreter: after the whole suite in one process this read 0 CPU (state left by
-    earlier tests, not the sampler; it passes alone and in the unit tier)."""
+    """A child busy for 0.6 s of CPU once the sampler has its first reading, then blocked until a
+    sample saw that work (bounded), then gone. It used to read 0 CPU about 1 run in 10: a sample
+    that began while the child lived and read its tree after it exited took 0 as its CPU."""
     import json
     import os
     import subprocess

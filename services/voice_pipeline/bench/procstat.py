@@ -54,13 +54,16 @@ def tree(root: int) -> list[int]:
     return out
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds used so far by `root`'s tree; descendants that exited before we saw them are
-    covered by their parent's reaped-children counters."""
+def tree_cpu_seconds(root: int) -> float | None:
+    """CPU seconds used so far by `root`'s tree (None once `root` has exited: its counters are
+    gone, and 0 would read as the tree giving CPU back); descendants that exited before we saw
+    them are covered by their parent's reaped-children counters."""
     total = 0.0
     for i, pid in enumerate(tree(root)):
         st = _stat(pid)
         if st is None:
+            if i == 0:
+                return None
             continue
         total += st[1] + st[2] if i == 0 else st[1]
     return total
@@ -94,7 +97,7 @@ class TreeSampler:
         now = time.monotonic()
         self._tracks = {}
         for name, pid in self.roots.items():
-            cpu = tree_cpu_seconds(pid)
+            cpu = tree_cpu_seconds(pid) or 0.0
             self._tracks[name] = _Track(cpu, now, cpu, now)
         self._thread.start()
         return self
@@ -106,10 +109,13 @@ class TreeSampler:
     def _sample(self) -> None:
         now = time.monotonic()
         for name, pid in self.roots.items():
-            if _stat(pid) is None:
-                continue  # exited: keep its last reading (a reaped process's CPU reads as 0)
+            cpu = tree_cpu_seconds(pid)
+            if cpu is None:
+                # Exited (also between a check and the reading: the test that found this failed
+                # 1 run in ~10): keep its last reading.
+                continue
             track = self._tracks[name]
-            track.cpu1, track.t1 = tree_cpu_seconds(pid), now
+            track.cpu1, track.t1 = cpu, now
             track.rss.append(tree_rss_mib(pid))
 
     def stop(self) -> dict[str, dict[str, Any]]:
