@@ -104,9 +104,7 @@ def serve_allinone(
 ) -> None:
     """One all-in-one server process: on settings.gateway's host and port, or as one worker on
     `sockets` (voice_pipeline.workers passes its stage wrapper, readiness and shared directory)."""
-    import uvicorn
-
-    from voice_pipeline.gateway.app import create_gateway_app
+    from voice_pipeline.gateway.app import create_gateway_app, run_gateway_app
     from voice_pipeline.turn.history import ChatHistory
 
     gw = settings.gateway
@@ -122,13 +120,4 @@ def serve_allinone(
         activity=activity,
         activations_dir=activations_dir,
     )
-    config = uvicorn.Config(
-        app,
-        host=gw.host,
-        port=gw.port,
-        ws_max_size=gw.max_message_bytes,
-        ws_per_message_deflate=False,  # Opus does not compress; deflate only costs CPU
-        log_level="warning",
-        lifespan="on",
-    )
-    uvicorn.Server(config).run(sockets=sockets)
+    run_gateway_app(app, gw, sockets)

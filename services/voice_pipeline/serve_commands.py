@@ -125,8 +125,7 @@ def _serve_stage(args: argparse.Namespace) -> int:
 
 
 def _run_gateway(settings: Any) -> int:
-    import uvicorn
-
+    from voice_pipeline.gateway.app import run_gateway_app
     from voice_pipeline.gateway.service import create_app
 
     gw = settings.gateway
@@ -135,15 +134,7 @@ def _run_gateway(settings: Any) -> int:
         + ", ".join(f"{k}={v}" for k, v in settings.stages.urls().items()),
         file=sys.stderr,
     )
-    uvicorn.run(
-        create_app(settings),
-        host=gw.host,
-        port=gw.port,
-        ws_max_size=gw.max_message_bytes,
-        ws_per_message_deflate=False,  # Opus does not compress; deflate only costs CPU
-        log_level="warning",
-        lifespan="on",
-    )
+    run_gateway_app(create_app(settings), gw)
     return 0
 
 

@@ -145,3 +145,24 @@ def test_sigterm_stops_every_process(workers_server: Server) -> None:
     assert server.process.wait(60) == 0
     _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in everyone[1:]), 15, "children gone")
     assert "Traceback" not in server.log_path.read_text()
+
+
+def test_serve_on_a_taken_port_exits_with_a_startup_failure(tmp_path: Path) -> None:
+    """`serve` that cannot bind (here: one process) stops with uvicorn's status 3, not 0."""
+    import socket
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "VP_GATEWAY__HOST": "127.0.0.1", "VP_GATEWAY__PORT": str(port)}
+        done = subprocess.run(
+            [sys.executable, "-m", "voice_pipeline.cli", "serve", "--no-install"],
+            capture_output=True, text=True, env=env, cwd=ROOT, timeout=240,
+        )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "address already in use" in done.stderr

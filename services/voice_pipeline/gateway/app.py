@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -267,6 +268,28 @@ class _Slots:
             self.per_address[ticket.address] = left
         else:
             self.per_address.pop(ticket.address, None)
+
+
+def run_gateway_app(app: FastAPI, settings: GatewaySettings, sockets: list[Any] | None = None) -> None:
+    """Serve a device-facing app (distributed gateway or all-in-one) until SIGTERM/SIGINT: on
+    settings.host and port, or on `sockets` already bound (all-in-one workers). A server that
+    never started (port taken, lifespan failed) exits with uvicorn's status 3, as `uvicorn.run`."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=settings.max_message_bytes,
+        ws_per_message_deflate=False,  # Opus does not compress; deflate only costs CPU
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    server.run(sockets=sockets)
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 class _BodyTooLarge(Exception):
