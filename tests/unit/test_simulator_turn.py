@@ -14,7 +14,7 @@ import websockets
 
 from voice_pipeline.common.audio import OpusEncoder
 from voice_pipeline.simulator import device as device_module
-from voice_pipeline.simulator.device import SimulatedDevice
+from voice_pipeline.simulator.device import SimulatedDevice, TurnResult
 
 RATE, FRAME_MS = 24000, 60
 
@@ -54,30 +54,25 @@ async def scripted_server(reply_frames: int, stall_after: int | None = None) -> 
         yield f"ws://127.0.0.1:{port}/"
 
 
-def _clip() -> np.ndarray:
-    return np.zeros(16000 // 5, np.int16)  # 0.2 s; the scripted server answers its first frame
-
-
-async def test_a_reply_longer_than_the_timeout_completes_while_its_audio_keeps_coming() -> None:
-    async with scripted_server(reply_frames=40) as url:  # 2.4 s of audio
+async def one_turn(reply_frames: int, stall_after: int | None = None) -> TurnResult:
+    """A 0.2 s question (the scripted server answers its first frame) with a 1.5 s turn limit."""
+    async with scripted_server(reply_frames, stall_after) as url:
         device = SimulatedDevice(url)
         await device.connect()
         try:
-            result = await device.turn(_clip(), timeout=1.5)
+            return await device.turn(np.zeros(16000 // 5, np.int16), timeout=1.5)
         finally:
             await device.close()
+
+
+async def test_a_reply_longer_than_the_timeout_completes_while_its_audio_keeps_coming() -> None:
+    result = await one_turn(reply_frames=40)  # 2.4 s of audio
     assert result.error == "", result.error
     assert abs(result.audio_seconds - 2.4) < 0.01
 
 
 async def test_a_reply_that_stops_coming_is_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(device_module, "REPLY_STALL_S", 0.5)
-    async with scripted_server(reply_frames=40, stall_after=5) as url:
-        device = SimulatedDevice(url)
-        await device.connect()
-        try:
-            result = await device.turn(_clip(), timeout=1.5)
-        finally:
-            await device.close()
+    result = await one_turn(reply_frames=40, stall_after=5)
     assert result.error.startswith("no complete reply"), result.error
     assert abs(result.audio_seconds - 0.3) < 0.01
