@@ -8,6 +8,7 @@ README's screenshots.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator
@@ -230,6 +231,7 @@ async def test_speaking_over_the_reply_barges_in(talkover: tuple[Server, Path], 
         barge = await page.evaluate("vp.aborts[0]")  # now with lateFrames (set when turn 2's reply began)
         turn1 = await page.evaluate("vp.turns[0]")
         row = await page.evaluate("document.querySelector('#turn-1 .reply').textContent")
+        late_played = await page.evaluate("vp.playedAfterAbort")
         await page.evaluate("vpControls.disconnect()")
     print(
         f"\nbarge-in: {barge}; turn 1 played {turn1['audioSeconds']:.1f} s; turn 2: {turn2['transcript']!r}"
@@ -239,6 +241,7 @@ async def test_speaking_over_the_reply_barges_in(talkover: tuple[Server, Path], 
     assert barge["answered"], barge  # the server's tts stop came back for it
     assert "abort (wake_word_detected)" in log, server.log_tail()  # the server got it, with its reason
     assert barge["playingAfter"] == 0  # nothing of the reply left scheduled
+    assert late_played == 0  # nor played later, from the decoder's queue
     # Frames already on the wire may land (and are dropped); the rest of a half-minute reply may not.
     assert barge["lateFrames"] <= 8, barge
     assert turn1["aborted"] and "[stopped]" in row
@@ -254,10 +257,15 @@ async def test_pressing_talk_over_the_reply_barges_in(talkover: tuple[Server, Pa
         await _first_turn_started(page)
         await page.evaluate("document.getElementById('talk').dispatchEvent(new PointerEvent('pointerdown'))")
         shown = await page.evaluate("({aborts: vp.aborts, state: vp.state, sources: vp.replySources})")
+        # Frames on the wire or in the (asynchronous) decoder when the button went down land now:
+        # none of them may be played.
+        await asyncio.sleep(0.5)
+        late_played = await page.evaluate("vp.playedAfterAbort")
         await page.evaluate("document.getElementById('talk').dispatchEvent(new PointerEvent('pointerup'))")
         await page.evaluate("vpControls.disconnect()")
     assert [(a["by"], a["reason"]) for a in shown["aborts"]] == [("press", "wake_word_detected")], shown
     assert shown["state"] == "listening" and shown["sources"] == 0, shown
+    assert late_played == 0
 
 
 async def _first_turn_started(page: Page) -> None:

@@ -37,6 +37,7 @@ const vp = (window.vp = {
   voicedFrames: 0,
   lastVoicedAt: null,
   framesAfterAbort: 0,
+  playedAfterAbort: 0, // decoded frames played after an abort (a bug if ever > 0)
   aborts: [], // {reason, by, at, turn}: what the page sent
   replySources: 0, // reply buffers scheduled and not yet ended (0 = silent)
   notices: [],
@@ -140,8 +141,14 @@ async function makeEncoder(onPacket) {
 async function makeDecoder(rate, onPcm) {
   const config = { codec: "opus", sampleRate: rate, numberOfChannels: 1 };
   if (!forceWasm && "AudioDecoder" in window && (await AudioDecoder.isConfigSupported(config).catch(() => ({}))).supported) {
+    let ts = 0;
+    let discardBelow = 0; // packets sent to the decoder before an abort: their output is dropped
     const dec = new AudioDecoder({
       output: (data) => {
+        if (data.timestamp < discardBelow) {
+          data.close(); // decoded after the abort (WebCodecs is asynchronous): never played
+          return;
+        }
         const pcm = new Float32Array(data.numberOfFrames);
         data.copyTo(pcm, { planeIndex: 0, format: "f32-planar" });
         const decodedRate = data.sampleRate; // WebCodecs may decode Opus at 48 kHz whatever was asked
@@ -151,12 +158,14 @@ async function makeDecoder(rate, onPcm) {
       error: (e) => notice("error", `Opus decoder failed: ${e.message}`),
     });
     dec.configure(config);
-    let ts = 0;
     vp.codec.decoder = "WebCodecs";
     return {
       decode(packet) {
         dec.decode(new EncodedAudioChunk({ type: "key", timestamp: ts, data: packet }));
         ts += 60000;
+      },
+      discardPending() {
+        discardBelow = ts;
       },
     };
   }
@@ -169,6 +178,7 @@ async function makeDecoder(rate, onPcm) {
       const pcm16 = new Int16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
       onPcm(Float32Array.from(pcm16, (v) => v / 32768), rate);
     },
+    discardPending() {}, // synchronous: nothing is pending
   };
 }
 
@@ -182,6 +192,7 @@ function play(pcm, rate) {
   for (const v of pcm) vp.sumSquares += v * v;
   vp.rms = Math.sqrt(vp.sumSquares / vp.decodedSamples);
   if (currentTurn) currentTurn.audioSeconds += pcm.length / rate;
+  if (vp.abortedAt) vp.playedAfterAbort++; // must stay 0: an aborted reply is silent at once
   if (!player) return;
   const buffer = player.createBuffer(1, pcm.length, rate);
   buffer.copyToChannel(pcm, 0);
@@ -200,6 +211,7 @@ function play(pcm, rate) {
   };
 }
 function stopPlayback() {
+  if (decoder) decoder.discardPending();
   for (const s of playing) s.stop();
   playing = [];
   vp.replySources = 0;
