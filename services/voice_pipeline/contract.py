@@ -26,11 +26,17 @@ METRIC_CACHE: Final = "voice_cache_requests_total"  # labels: stage, result
 METRIC_PROVIDER: Final = "voice_provider_requests_total"  # labels: stage, provider, outcome
 METRIC_SESSIONS: Final = "voice_gateway_sessions"  # gauge
 METRIC_E2E_FIRST_AUDIO: Final = "voice_e2e_first_audio_seconds"  # histogram
+METRIC_TURN_STEP: Final = "voice_turn_step_seconds"  # histogram; labels: step (turn.timeline)
 
 LABEL_STAGE: Final = "stage"
 LABEL_OUTCOME: Final = "outcome"
 LABEL_RESULT: Final = "result"
 LABEL_PROVIDER: Final = "provider"
+LABEL_STEP: Final = "step"
+# Values of `step` (voice_pipeline.turn.timeline says what each spans), in the order they happen;
+# the gateway observes these, the TTS stage TURN_STEP_ENCODE (a part of tts_first_audio).
+TURN_STEPS: Final = ("silence", "vad", "asr", "llm_first_token", "first_sentence", "tts_first_audio", "send")
+TURN_STEP_ENCODE: Final = "encode"
 
 Outcome = Literal["ok", "error", "overload", "cancelled"]
 CacheResult = Literal["hit", "miss", "error", "bypass"]

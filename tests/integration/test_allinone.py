@@ -88,6 +88,35 @@ async def test_metrics_and_health_are_served_on_the_same_port(allinone: Server) 
         assert name in metrics
 
 
+async def test_a_turn_is_timed_step_by_step_in_the_metrics_and_the_log(allinone: Server) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from voice_pipeline import contract as c
+
+    device, result = await _turn(allinone, "en_weather")
+    await device.close()
+    assert not result.error, result.error  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(base_url=allinone.http) as client:
+        text = (await client.get("/metrics")).text
+    values = {
+        (s.name, s.labels.get("step")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith(c.METRIC_TURN_STEP)
+    }
+    for step in (*c.TURN_STEPS, c.TURN_STEP_ENCODE):
+        assert values[(c.METRIC_TURN_STEP + "_count", step)] >= 1, step
+    mean = {
+        step: values[(c.METRIC_TURN_STEP + "_sum", step)] / values[(c.METRIC_TURN_STEP + "_count", step)]
+        for step in c.TURN_STEPS
+    }
+    # The end-of-turn wait is the configured silence (350 ms) give or take a VAD window and a
+    # 60 ms frame; every step is a span of real time, in order.
+    assert 0.25 < mean["silence"] < 0.6, mean
+    assert all(seconds > 0 for seconds in mean.values()), mean
+    assert "steps_ms=silence:" in allinone.log_path.read_text(errors="replace")
+
+
 async def test_ota_hands_out_the_websocket_url(allinone: Server) -> None:
     async with httpx.AsyncClient(base_url=allinone.http) as client:
         ok = (

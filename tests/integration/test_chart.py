@@ -333,7 +333,7 @@ def test_dashboard_is_valid_grafana_json_over_contract_metrics() -> None:
     body = json.loads(dashboard["data"]["voice-pipeline.json"])
     exprs = " ".join(t["expr"] for p in body["panels"] for t in p["targets"])
     for metric in (c.METRIC_SESSIONS, c.METRIC_LATENCY, c.METRIC_BUSY, c.METRIC_BATCH_SIZE, c.METRIC_CACHE,
-                   c.METRIC_QUEUE_WAIT, c.METRIC_E2E_FIRST_AUDIO, c.METRIC_REQUESTS):  # fmt: skip
+                   c.METRIC_QUEUE_WAIT, c.METRIC_E2E_FIRST_AUDIO, c.METRIC_REQUESTS, c.METRIC_TURN_STEP):  # fmt: skip
         assert metric in exprs, metric
     from voice_operator import autoscale_handler
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voice_pipeline.bench.asr_bench import endpoint_outcome, last_voiced_sample, percentile, turn_ends
+from voice_pipeline.bench.asr_bench import endpoint_outcome, percentile, turn_ends
 from voice_pipeline.bench.asr_docs import asr_lines, wer_verdict
 from voice_pipeline.bench.asr_set import pause_plan, voiced_span
 from voice_pipeline.vad.segmenter import WINDOW
@@ -22,14 +22,6 @@ def test_turn_ends_fire_after_the_silence_setting() -> None:
     # 300 ms = 10 windows of 32 ms after the last voiced window, counted when the 10th is pushed.
     assert end == (20 + 10) * WINDOW
     assert turn_ends(probs, 200)[0] < end
-
-
-def test_speech_ends_at_the_last_frame_above_minus_40_dbfs() -> None:
-    pcm = np.zeros(16000, np.float32)
-    pcm[1600:4800] = 0.1  # -20 dBFS from 100 to 300 ms
-    pcm[4800:6400] = 0.001  # -60 dBFS: silence
-    assert last_voiced_sample(pcm) == 4800
-    assert last_voiced_sample(np.zeros(100, np.float32)) == 0
 
 
 def test_voiced_span_trims_the_voice_s_padding() -> None:

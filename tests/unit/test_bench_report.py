@@ -168,3 +168,42 @@ def test_a_profile_the_model_cannot_plan_with_is_recorded_not_raised(tmp_path: P
     assert out["shipped cost profile"]["plan_supported_devices"] > 0
     # The docs use the predictions that worked.
     assert list(predictions({"machine": machine, "predictions": out})) == ["shipped cost profile"]
+
+
+def test_turn_steps_are_the_mean_of_each_step_over_the_bench_step() -> None:
+    from voice_pipeline.bench.metrics import turn_steps
+
+    def sample(n: float, asr_s: float) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            ("voice_turn_step_seconds_count", (("step", "asr"),)): n,
+            ("voice_turn_step_seconds_sum", (("step", "asr"),)): asr_s,
+        }
+
+    steps = turn_steps(sample(4, 1.0), sample(6, 1.5))  # two more turns, 0.5 s of ASR between them
+    assert steps["asr"] == {"count": 2, "mean_ms": 250.0}
+    assert steps["send"] == {"count": 0, "mean_ms": None}
+
+
+def test_the_breakdown_separates_the_emulated_providers_time_from_ours() -> None:
+    from voice_pipeline.bench.docs import breakdown_lines
+
+    means = {
+        "silence": 350, "vad": 20, "asr": 150, "llm_first_token": 410, "first_sentence": 120,
+        "tts_first_audio": 262, "send": 3, "encode": 2,
+    }  # fmt: skip
+    record: dict[str, Any] = {
+        "providers": {
+            "llm": {"emulator": {"ttft_ms": 400.0}},
+            "tts": {"emulator": {"first_audio_ms": 250.0}},
+        },
+        "floor": {"turn_steps": {k: {"count": 5, "mean_ms": v} for k, v in means.items()}},
+    }
+    text = "\n".join(breakdown_lines(record))
+    assert "| LLM first token (history, cache look-up, request, model) | 410 | 400 | 10 |" in text
+    assert "| LLM writing the first sentence | 120 | 120 | 0 |" in text
+    # ours: 350 + 20 + 150 + 10 + 0 + 12 + 3; all: the seven steps (encode is inside TTS)
+    assert "| **total** (last voiced frame -> first frame sent) | **1315** | | **545** |" in text
+    assert "Opus encoding of a sentence's first chunk: 2 ms" in text
+    local = {**record, "providers": {"llm": {"describe": "llama.cpp"}, "tts": {"describe": "piper"}}}
+    assert "| **1315** | | **1315** |" in "\n".join(breakdown_lines(local))  # a local model's time is ours
+    assert "no per-step times" in "\n".join(breakdown_lines({"floor": _step(1, 900, True)}))

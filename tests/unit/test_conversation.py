@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from voice_pipeline.common.audio import read_wav, resample
 from voice_pipeline.common.errors import OverloadedError, ProviderUnavailableError
@@ -20,6 +21,7 @@ from voice_pipeline.common.stages import (
     Transcript,
     VadEvent,
 )
+from voice_pipeline.contract import TURN_STEPS
 from voice_pipeline.gateway.conversation import BUSY_REPLY, Conversation, Stages
 from voice_pipeline.gateway.settings import GatewaySettings
 from voice_pipeline.turn.history import ChatHistory
@@ -337,3 +339,43 @@ async def test_asr_failure_ends_the_turn_with_tts_stop() -> None:
     await speak(conv)
     await wait_reply(conv)
     assert out.kinds() == ["error:asr_failed", "tts:stop"]
+
+
+async def test_a_spoken_turn_is_timed_step_by_step_from_its_last_voiced_frame() -> None:
+    metrics = Metrics()
+    out = Out()
+    stages = Stages(
+        vad=FakeVad(), asr=FakeAsr(), llm=FakeLlm(["Fine. ", "Thanks!"], delay=0.03), tts=FakeTts()
+    )
+    conv = Conversation(
+        "s1", out, stages, GatewaySettings(min_utterance_ms=0), metrics, ChatHistory({"en": "prompt"})
+    )
+    await conv.listen_start("auto")
+    for _ in range(10):
+        await conv.audio(np.full(960, 3000, np.int16))  # -21 dBFS: voiced
+    await conv.audio(np.zeros(960, np.int16))  # 60 ms of silence, then the (fake) VAD ends the turn
+    await wait_reply(conv)
+
+    def observed(step: str, what: str) -> float:
+        value = metrics.registry.get_sample_value(f"voice_turn_step_seconds_{what}", {"step": step})
+        assert value is not None, step
+        return value
+
+    assert all(observed(step, "count") == 1 for step in TURN_STEPS)
+    assert observed("silence", "sum") == pytest.approx(0.060, abs=0.002)  # the trailing zero frame
+    assert observed("llm_first_token", "sum") >= 0.03  # the fake model's first delay
+    t = conv.last_turn
+    assert t is not None and t.first_audio is not None and t.voice_end is not None
+    total = sum(observed(step, "sum") for step in TURN_STEPS)
+    assert total == pytest.approx(t.first_audio - t.voice_end)
+
+
+async def test_a_typed_question_has_no_step_breakdown() -> None:
+    metrics = Metrics()
+    out = Out()
+    stages = Stages(vad=FakeVad(), asr=FakeAsr(), llm=FakeLlm(["Fine."]), tts=FakeTts())
+    conv = Conversation("s1", out, stages, GatewaySettings(), metrics, ChatHistory({"en": "prompt"}))
+    await conv.detect("how are you")
+    await wait_reply(conv)
+    assert conv.last_turn is not None and conv.last_turn.first_audio is not None  # it was answered
+    assert metrics.registry.get_sample_value("voice_turn_step_seconds_count", {"step": "asr"}) is None

@@ -31,6 +31,7 @@ import numpy.typing as npt
 from voice_pipeline.bench.asr_set import Clip, audio
 from voice_pipeline.bench.asr_text import error_rate, tokens
 from voice_pipeline.common.audio import int16_to_float
+from voice_pipeline.turn.timeline import last_voiced_sample
 
 F32 = npt.NDArray[np.float32]
 
@@ -232,18 +233,6 @@ def garbled_run(
 LEAD_S = 0.3  # silence before each clip, as a device sends after `listen start`
 TAIL_S = 1.5  # silence after it: more than any end-of-turn silence measured
 PAUSE_BINS = ((150, 300), (300, 450), (450, 601))
-FRAME = 160  # 10 ms, the unit of the "last voiced frame" truth
-
-
-def last_voiced_sample(pcm: F32, dbfs: float = -40.0) -> int:
-    """End of the last 10 ms frame whose RMS is above `dbfs`: where speech really ends (the talk
-    page times turns from the same -40 dBFS mark)."""
-    n = len(pcm) // FRAME
-    if n == 0:
-        return 0
-    rms = np.sqrt(np.mean(pcm[: n * FRAME].reshape(n, FRAME) ** 2, axis=1))
-    voiced = np.nonzero(rms > 10 ** (dbfs / 20))[0]
-    return int((voiced[-1] + 1) * FRAME) if len(voiced) else 0
 
 
 def vad_probabilities(vad: Any, pcm: F32) -> list[float]:

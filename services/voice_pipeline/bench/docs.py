@@ -229,6 +229,61 @@ def process_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+STEP_WORDS = {
+    "silence": "end-of-turn silence (last voiced frame -> the chunk that completed the wait)",
+    "vad": "VAD deciding the turn is over (batching included)",
+    "asr": "ASR",
+    "llm_first_token": "LLM first token (history, cache look-up, request, model)",
+    "first_sentence": "LLM writing the first sentence",
+    "tts_first_audio": "TTS first audio of that sentence (synthesis, resampling, Opus)",
+    "send": "send (queue, pacing, WebSocket write)",
+}
+
+
+def provider_ms(record: dict[str, Any], step: str, mean: float) -> float | None:
+    """The emulated provider's share of a step (its configured delay), None if the provider is
+    not an emulator (a local model's time is the system's own)."""
+    providers = record.get("providers") or {}
+    llm = (providers.get("llm") or {}).get("emulator")
+    tts = (providers.get("tts") or {}).get("emulator")
+    if step == "llm_first_token" and llm:
+        return min(mean, float(llm["ttft_ms"]))
+    if step == "first_sentence" and llm:
+        return mean  # the emulator's tokens arriving at its configured rate
+    if step == "tts_first_audio" and tts:
+        return min(mean, float(tts["first_audio_ms"]))
+    return None
+
+
+def breakdown_lines(record: dict[str, Any]) -> list[str]:
+    """End of speech -> first audio at one device, step by step (means over the floor's turns)."""
+    floor = record.get("floor") or {}
+    steps = floor.get("turn_steps") or {}
+    if not any((v or {}).get("count") for v in steps.values()):
+        return ["This run recorded no per-step times (a record from before they existed)."]
+    rows = ["| step | mean ms | emulated provider ms | ours ms |", "|---|---:|---:|---:|"]
+    total = ours = 0.0
+    for step, words in STEP_WORDS.items():
+        mean = (steps.get(step) or {}).get("mean_ms")
+        if mean is None:
+            continue
+        theirs = provider_ms(record, step, mean)
+        total += mean
+        ours += mean - (theirs or 0.0)
+        rows.append(f"| {words} | {mean:.0f} | {_ms(theirs)} | {mean - (theirs or 0.0):.0f} |")
+    rows.append(f"| **total** (last voiced frame -> first frame sent) | **{total:.0f}** | | **{ours:.0f}** |")
+    encode = (steps.get("encode") or {}).get("mean_ms")
+    n = (steps.get("asr") or {}).get("count")
+    return [
+        f"Means over the {n} turns of the single-device floor, from the gateway's per-turn timestamps "
+        "(`voice_turn_step_seconds`; the steps of a turn add up to its time from the last 10 ms above "
+        "-40 dBFS to the first Opus frame sent). The device's network and playback are not in it."
+        + (f" Opus encoding of a sentence's first chunk: {encode:.0f} ms of the TTS step." if encode else ""),
+        "",
+        *rows,
+    ]
+
+
 def targets_lines(record: dict[str, Any], profile_path: str | None = None) -> list[str]:
     pred = list(predictions(record, profile_path).values())[-1]
     measured = int(record.get("supported_devices") or 0)
@@ -324,6 +379,10 @@ def render(
             "### Targets",
             "",
             *targets_lines(record),
+            "",
+            "### End of speech -> first audio at one device",
+            "",
+            *breakdown_lines(record),
             "",
             "### Processes",
             "",

@@ -23,7 +23,7 @@ def scrape(urls: dict[str, str]) -> Sample:
             continue
         for family in text_string_to_metric_families(text):
             for s in family.samples:
-                if s.name.startswith(("voice_stage_", "voice_e2e_")):
+                if s.name.startswith(("voice_stage_", "voice_e2e_", "voice_turn_")):
                     key = (s.name, tuple(sorted(s.labels.items())))
                     out[key] = out.get(key, 0.0) + s.value
     return out
@@ -55,4 +55,20 @@ def stage_deltas(before: Sample, after: Sample, seconds: float) -> dict[str, dic
             "mean_batch": round(items / batches, 2) if batches else None,
             "mean_latency_ms": round(latency_s / latency_n * 1000, 1) if latency_n else None,
         }
+    return out
+
+
+def turn_steps(before: Sample, after: Sample) -> dict[str, dict[str, Any]]:
+    """Per step of a turn (turn.timeline): how many were observed over the step and their mean.
+    Means, not percentiles, because means add up: the steps' means sum to the mean time from the
+    last voiced frame to the first audio frame sent (`encode` is a part of tts_first_audio)."""
+    out: dict[str, dict[str, Any]] = {}
+    for step in (*c.TURN_STEPS, c.TURN_STEP_ENCODE):
+        n = _total(after, c.METRIC_TURN_STEP + "_count", step=step) - _total(
+            before, c.METRIC_TURN_STEP + "_count", step=step
+        )
+        total = _total(after, c.METRIC_TURN_STEP + "_sum", step=step) - _total(
+            before, c.METRIC_TURN_STEP + "_sum", step=step
+        )
+        out[step] = {"count": round(n), "mean_ms": round(total / n * 1000, 1) if n else None}
     return out

@@ -100,6 +100,7 @@ def run_step(
             sum(v["cpu_cores"] for k, v in usage.items() if k.endswith("emulator")), 3
         ),
         "stages": metrics.stage_deltas(before, after, seconds),
+        "turn_steps": metrics.turn_steps(before, after),
     }
     step["meets_slo"] = meets_slo(step, plan.slo_ms, plan.min_success)
     if profile_s > 0:

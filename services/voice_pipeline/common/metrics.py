@@ -101,6 +101,15 @@ class Metrics:
             registry=devices,
         )
 
+        # Not only the gateway's: the TTS stage observes the `encode` part of its first audio.
+        self.turn_step = Histogram(
+            c.METRIC_TURN_STEP,
+            "One step of a turn from the end of speech to the first audio frame sent",
+            [c.LABEL_STEP],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
     @contextmanager
     def busy_time(self, stage: str) -> Iterator[None]:
         """Count the CPU time of a compute section as busy seconds of `stage`: see `cpu_seconds`."""

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from voice_pipeline.common.audio import Int16Array
+from voice_pipeline.common.audio import Int16Array, int16_to_float
 from voice_pipeline.common.errors import OverloadedError, VoicePipelineError
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.stages import (
@@ -41,6 +41,7 @@ from voice_pipeline.gateway.settings import GatewaySettings
 from voice_pipeline.turn.emotion import emotion_for
 from voice_pipeline.turn.history import ChatHistory
 from voice_pipeline.turn.sentences import SentenceSplitter, join_sentences
+from voice_pipeline.turn.timeline import TurnTimes, last_voiced_sample
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ BUSY_REPLY = {
 }
 BUSY_REPLY_TIMEOUT_S = 10.0
 VAD_COMPLAINT_INTERVAL_S = 2.0  # at most one VAD error message per session in this interval
+VOICE_END_SEARCH_S = 3.0  # how far back from an utterance's end to look for its last voiced frame
 
 
 class Outbound(Protocol):
@@ -70,17 +72,6 @@ class Stages:
     asr: AsrStage
     llm: LlmStage
     tts: TtsStage
-
-
-@dataclass
-class TurnTimes:
-    speech_end: float
-    stt: float | None = None
-    first_token: float | None = None
-    first_audio: float | None = None
-
-    def ms(self, t: float | None) -> int | None:
-        return None if t is None else round((t - self.speech_end) * 1000)
 
 
 @dataclass
@@ -157,6 +148,7 @@ class Conversation:
         self._on_activity = on_activity
         self._buffer = UtteranceBuffer(preroll=settings.preroll_ms * VAD_SAMPLE_RATE // 1000)
         self._fed = 0  # samples fed to the VAD since open
+        self._chunk_at = 0.0  # when the latest uplink chunk arrived (monotonic)
         self._reply: asyncio.Task[None] | None = None
         self._language: Language = self._parse_language(settings.language)
         self.last_turn: TurnTimes | None = None
@@ -230,6 +222,7 @@ class Conversation:
 
     async def audio(self, pcm: Int16Array) -> None:
         """Uplink audio, already decoded to 16 kHz mono."""
+        self._chunk_at = time.monotonic()
         if not self.listening and self.mode != "realtime":
             return  # mic closed (speaking or idle): drop, as the reference server does
         if self.speaking and self.mode != "realtime":
@@ -271,6 +264,13 @@ class Conversation:
         if len(utterance) < self.settings.min_utterance_ms * VAD_SAMPLE_RATE // 1000:
             log.debug("session %s: %d ms utterance ignored", self.session_id, len(utterance) // 16)
             return
+        # The utterance ends with the latest chunk: its last voiced frame reached us that much
+        # audio time before the chunk did (devices send in real time).
+        tail = utterance[-int(VOICE_END_SEARCH_S * VAD_SAMPLE_RATE) :]
+        voiced = last_voiced_sample(int16_to_float(tail))
+        if voiced:
+            times.audio_in = self._chunk_at
+            times.voice_end = self._chunk_at - (len(tail) - voiced) / VAD_SAMPLE_RATE
         if self._reply is not None and not self._reply.done():
             await self.cancel_reply(send_stop=True)  # a new utterance while speaking: barge-in
         self._reply = asyncio.create_task(self._transcribe_and_reply(utterance, times))
@@ -338,9 +338,9 @@ class Conversation:
         try:
             async with asyncio.timeout(BUSY_REPLY_TIMEOUT_S):
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(self._speak(sentence_q, audio_q, language))
                     # Not the turn's first audio: the latency metric is of answers.
-                    answered = TurnTimes(speech_end=0.0, first_audio=0.0)
+                    answered = TurnTimes(speech_end=0.0, tts_audio=0.0, first_audio=0.0)
+                    group.create_task(self._speak(sentence_q, audio_q, language, answered))
                     group.create_task(self._send(audio_q, answered, []))
         except (TimeoutError, BaseExceptionGroup) as exc:
             log.info("session %s: busy answer not spoken: %r", self.session_id, exc)
@@ -357,7 +357,7 @@ class Conversation:
             # The first failure cancels the other two (and so does a cancel of this reply).
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._write(text, language, times, sentence_q))
-                group.create_task(self._speak(sentence_q, audio_q, language))
+                group.create_task(self._speak(sentence_q, audio_q, language, times))
                 group.create_task(self._send(audio_q, times, spoken))
         except BaseExceptionGroup as failed:
             # The callers handle the stage errors one by one: raise the failure that stopped the
@@ -377,18 +377,24 @@ class Conversation:
             reply.append(delta)
             for sentence in splitter.push(delta):
                 if not emotion_sent:
+                    times.first_sentence = time.monotonic()
                     await self.out.send_json(proto.llm_emotion(self.session_id, emotion_for(sentence)))
                     emotion_sent = True
                 await sentence_q.put(sentence)
         for sentence in splitter.flush():
             if not emotion_sent:
+                times.first_sentence = time.monotonic()
                 await self.out.send_json(proto.llm_emotion(self.session_id, emotion_for(sentence)))
                 emotion_sent = True
             await sentence_q.put(sentence)
         await sentence_q.put(_END)
 
     async def _speak(
-        self, sentence_q: asyncio.Queue[object], audio_q: asyncio.Queue[object], language: str
+        self,
+        sentence_q: asyncio.Queue[object],
+        audio_q: asyncio.Queue[object],
+        language: str,
+        times: TurnTimes,
     ) -> None:
         while (sentence := await sentence_q.get()) is not _END:
             assert isinstance(sentence, str)
@@ -400,6 +406,8 @@ class Conversation:
             )
             await audio_q.put(sentence)
             async for chunk in self.stages.tts.synthesize(request):
+                if times.tts_audio is None:
+                    times.tts_audio = time.monotonic()
                 await audio_q.put(chunk.packets)
         await audio_q.put(_END)
 
@@ -454,12 +462,16 @@ class Conversation:
         await self.out.send_json(proto.error(code, message, self.session_id))
 
     def _log_turn(self, text: str, reply: str, t: TurnTimes) -> None:
+        steps = t.steps()
+        for step, seconds in (steps or {}).items():
+            self.metrics.turn_step.labels(step).observe(seconds)
         log.info(
-            "session %s turn: stt_ms=%s first_token_ms=%s first_audio_ms=%s user=%r reply=%r",
+            "session %s turn: stt_ms=%s first_token_ms=%s first_audio_ms=%s steps_ms=%s user=%r reply=%r",
             self.session_id,
             t.ms(t.stt),
             t.ms(t.first_token),
             t.ms(t.first_audio),
+            ",".join(f"{k}:{round(v * 1000)}" for k, v in steps.items()) if steps else "-",
             text[:80],
             reply[:80],
         )

@@ -14,6 +14,7 @@ from voice_pipeline.common.audio import Int16Array, OpusEncoder, resample
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.secrets import read_api_key
 from voice_pipeline.common.stages import SpeechAudio, SpeechRequest
+from voice_pipeline.contract import TURN_STEP_ENCODE
 from voice_pipeline.tts.engine import TtsEngine
 from voice_pipeline.tts.router import TtsRouter
 from voice_pipeline.tts.settings import TtsSettings
@@ -132,13 +133,17 @@ class InProcessTts:
                 # Off the event loop: libopus and numpy release the GIL, so the devices' frames
                 # keep flowing while a chunk encodes (at 47 devices on 2 cores, Opus encoding was
                 # the largest cost on the loop and TTS latency grew 150-300 ms over the provider's).
+                encode_started = time.perf_counter()
                 packets, carry, cpu = await asyncio.to_thread(
                     _encode_chunk, encoder, carry, chunk.pcm, chunk.sample_rate, request.sample_rate
                 )
                 self.metrics.busy.labels(STAGE).inc(cpu)
                 if packets:
                     if first:
-                        self.metrics.latency.labels(STAGE).observe(time.perf_counter() - ticket.arrived)
+                        done = time.perf_counter()
+                        self.metrics.latency.labels(STAGE).observe(done - ticket.arrived)
+                        # The encode share of the turn's first audio (turn.timeline).
+                        self.metrics.turn_step.labels(TURN_STEP_ENCODE).observe(done - encode_started)
                         first = False
                     yield SpeechAudio(packets, request.sample_rate, request.frame_ms, "tts")
             if len(carry):

@@ -1,0 +1,80 @@
+"""Where the time of one turn goes, from the end of the user's speech to the first Opus frame sent.
+
+The gateway stamps each moment of a turn on one monotonic clock; `TurnTimes.steps` turns the
+stamps into consecutive steps, so the steps of a turn add up exactly to its end-to-end time:
+
+    voice_end   the last voiced 10 ms of the utterance (RMS above -40 dBFS) reached the server
+    audio_in    the audio chunk that completed the utterance arrived (voice_end + the silence
+                after it that the VAD waited for)
+    speech_end  the turn ended: the VAD's end-of-speech event, a push-to-talk release, or text
+    stt         the transcript is back
+    first_token the language model's first token
+    first_sentence  the first complete sentence, handed to TTS
+    tts_audio   TTS's first Opus packets of that sentence
+    first_audio the first packet sent to the device
+
+Steps: silence (the end-of-turn wait), vad (deciding it, batching included), asr, llm_first_token,
+first_sentence (the model writing it), tts_first_audio (synthesis + resampling + Opus; the TTS
+stage observes its `encode` share apart) and send (queue, pacing, WebSocket write).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+
+from voice_pipeline.common.audio import Float32Array
+from voice_pipeline.contract import TURN_STEPS
+
+VOICED_DBFS = -40.0  # the same mark as the endpointing benchmark and the talk page
+VOICED_FRAME = 160  # 10 ms at 16 kHz
+
+
+def last_voiced_sample(pcm: Float32Array, dbfs: float = VOICED_DBFS) -> int:
+    """End of the last 10 ms frame whose RMS is above `dbfs` (0 if none): where speech really
+    ends, whatever the VAD thought."""
+    n = len(pcm) // VOICED_FRAME
+    if n == 0:
+        return 0
+    frames = pcm[: n * VOICED_FRAME].astype(np.float32).reshape(n, VOICED_FRAME)
+    rms = np.sqrt(np.mean(frames**2, axis=1))
+    voiced = np.nonzero(rms > 10 ** (dbfs / 20))[0]
+    return int((voiced[-1] + 1) * VOICED_FRAME) if len(voiced) else 0
+
+
+@dataclass
+class TurnTimes:
+    """Monotonic stamps of one turn (see the module docstring); None = not reached (or, for the
+    two before `speech_end`, not known: a typed question has no audio)."""
+
+    speech_end: float
+    voice_end: float | None = None
+    audio_in: float | None = None
+    stt: float | None = None
+    first_token: float | None = None
+    first_sentence: float | None = None
+    tts_audio: float | None = None
+    first_audio: float | None = None
+
+    def ms(self, t: float | None) -> int | None:
+        return None if t is None else round((t - self.speech_end) * 1000)
+
+    def steps(self) -> dict[str, float] | None:
+        """Seconds per step of TURN_STEPS, or None unless the turn had audio and reached its first
+        frame sent (an aborted, failed or typed turn has no complete breakdown)."""
+        stamps = (
+            self.voice_end,
+            self.audio_in,
+            self.speech_end,
+            self.stt,
+            self.first_token,
+            self.first_sentence,
+            self.tts_audio,
+            self.first_audio,
+        )
+        if any(t is None for t in stamps):
+            return None
+        known = [t for t in stamps if t is not None]  # all of them; spelled out for the type checker
+        return {step: b - a for step, (a, b) in zip(TURN_STEPS, pairwise(known), strict=True)}
