@@ -33,6 +33,32 @@ CRD_FILE = "crds/kopf-peering.yaml"
 CLUSTER_SCOPE = ""  # the "namespace" key of a cluster-wide lookup
 
 
+KOPF_PEERING_LOGGER = "kopf._core.engines.peering"
+
+
+class PeeringExitNotice(logging.Filter):
+    """One line instead of kopf's traceback when a stopping replica cannot remove its keep-alive.
+
+    At `helm uninstall` this is the expected end: Helm deletes the operator's ServiceAccount and
+    RBAC while its Pod is still stopping, so the API answers 401/403 to the last keep-alive. Nothing
+    is lost: the keep-alive expires after its lifetime (and the peering object goes with the
+    release). Other exceptions on the way out (the API unreachable) are just as harmless.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and str(record.msg).startswith("Couldn't remove self from the peering"):
+            exc = record.exc_info[1]
+            status = getattr(exc, "status", None)
+            record.msg = (
+                "Couldn't remove self from the peering on the way out (%s%s); its keep-alive expires "
+                "by itself after the peering lifetime"
+            )
+            record.args = (type(exc).__name__, f", HTTP {status}" if status else "")
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def default_priority(now_ns: int | None = None) -> int:
     """Minus the start time in microseconds: the longest-running replica has the highest priority,
     and two replicas tie only if they start in the same microsecond."""

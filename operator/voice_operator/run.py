@@ -27,6 +27,7 @@ def run_operator(
     endpoint = (
         f"http://{url.hostname or '0.0.0.0'}:{url.port or 8080}{url.path or '/healthz'}" if liveness else None
     )
+    logging.getLogger(leader.KOPF_PEERING_LOGGER).addFilter(leader.PeeringExitNotice())
     settings = kopf.OperatorSettings()
     # Watching named namespaces needs no cluster-wide list/watch of namespaces and CRDs (kopf's
     # scanning): without this, the chart's namespaced Role would log "Not enough permissions" warnings.

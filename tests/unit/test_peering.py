@@ -43,3 +43,38 @@ def test_missing_object_names_each_namespace_and_the_command_to_create_it() -> N
 def test_forbidden_names_the_permissions_the_role_needs() -> None:
     message = peering_problem("vp", False, True, {"voice": 403})
     assert message and "get, list, watch and patch on kopfpeerings.kopf.dev" in message and "voice" in message
+
+
+def test_a_replica_that_cannot_remove_its_keep_alive_on_the_way_out_logs_one_line() -> None:
+    import io
+    import logging
+
+    import kopf._cogs.clients.errors as kopf_errors
+
+    from voice_operator.peering import KOPF_PEERING_LOGGER, PeeringExitNotice
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger(KOPF_PEERING_LOGGER)
+    logger.addHandler(handler)
+    notice = PeeringExitNotice()
+    logger.addFilter(notice)
+    try:
+        try:
+            raise kopf_errors.APIUnauthorizedError({"message": "Unauthorized"}, status=401, headers={})
+        except kopf_errors.APIError:
+            logger.exception("Couldn't remove self from the peering. Ignoring.")  # as kopf 1.45 does
+        try:
+            raise RuntimeError("something else")
+        except RuntimeError:
+            logger.exception("another failure")  # not ours to shorten
+    finally:
+        logger.removeFilter(notice)
+        logger.removeHandler(handler)
+    first, *rest = stream.getvalue().splitlines()
+    assert first == (
+        "WARNING Couldn't remove self from the peering on the way out (APIUnauthorizedError, HTTP 401); "
+        "its keep-alive expires by itself after the peering lifetime"
+    )
+    assert rest[0] == "ERROR another failure" and "Traceback (most recent call last):" in rest
