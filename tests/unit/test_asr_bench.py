@@ -67,3 +67,17 @@ def test_the_docs_section_says_when_the_default_misses_the_budget() -> None:
     assert "| default | 4.1% |" in text and "| reference | 2.2% |" in text
     assert "+1.9 points: NOT within the 1-point budget" in text
     assert "No `make bench-asr` run" in "\n".join(asr_lines(None))
+
+
+def test_turn_cuts_follow_the_gateway_pause_and_end() -> None:
+    from voice_pipeline.bench.asr_bench import turn_cuts
+
+    # speech, a 192 ms pause, speech, then silence; pre-roll of 2 windows
+    probs = [0.0] * 10 + [0.9] * 20 + [0.0] * 6 + [0.9] * 5 + [0.0] * 20
+    cuts = turn_cuts(probs, preroll=2 * WINDOW)
+    assert cuts is not None
+    assert cuts.start == 8 * WINDOW  # speech start (window 10) less the pre-roll
+    assert cuts.early == 45 * WINDOW  # the second silence began at 41; 128 ms = 4 windows in
+    assert cuts.end == 52 * WINDOW  # 350 ms = 11 windows of it
+    assert cuts.dropped == 1  # the early run at the first pause, thrown away
+    assert turn_cuts([0.0] * 30, preroll=0) is None  # no speech, no turn

@@ -379,3 +379,82 @@ async def test_a_typed_question_has_no_step_breakdown() -> None:
     await wait_reply(conv)
     assert conv.last_turn is not None and conv.last_turn.first_audio is not None  # it was answered
     assert metrics.registry.get_sample_value("voice_turn_step_seconds_count", {"step": "asr"}) is None
+
+
+class ScriptedVad(FakeVad):
+    """Returns the given events, one list per fed chunk."""
+
+    def __init__(self, script: list[list[VadEvent]]) -> None:
+        super().__init__()
+        self.script = script
+
+    async def feed(self, session_id: str, pcm: np.ndarray) -> list[VadEvent]:
+        self.fed += len(pcm)
+        return self.script.pop(0) if self.script else []
+
+
+class SlowAsr(FakeAsr):
+    """Each call answers with its own number, after a delay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[int] = []
+
+    async def transcribe(self, pcm: np.ndarray, language: Language) -> Transcript:
+        self.heard.append(pcm)
+        self.started.append(len(pcm))
+        await asyncio.sleep(0.05)
+        return Transcript(f"call {len(self.heard)}", "en", len(pcm) / 16000)
+
+
+async def _early_turn(script: list[list[VadEvent]]) -> tuple[SlowAsr, Out, Metrics]:
+    metrics, out, asr = Metrics(), Out(), SlowAsr()
+    stages = Stages(vad=ScriptedVad(script), asr=asr, llm=FakeLlm(["Fine."]), tts=FakeTts())
+    conv = Conversation(
+        "s1", out, stages, GatewaySettings(min_utterance_ms=0), metrics, ChatHistory({"en": "prompt"})
+    )
+    await conv.listen_start("auto")
+    for _ in range(len(script)):
+        await conv.audio(np.full(960, 3000, np.int16))
+        await asyncio.sleep(0.01)  # chunks arrive over time: an early run gets going in between
+    await wait_reply(conv)
+    return asr, out, metrics
+
+
+def _early(metrics: Metrics, result: str) -> float | None:
+    return metrics.registry.get_sample_value("voice_gateway_early_asr_total", {"result": result})
+
+
+async def test_a_turn_that_ends_in_its_pause_uses_the_transcript_started_at_the_pause() -> None:
+    start, pause, end = (
+        VadEvent("speech_start", 0),
+        VadEvent("speech_pause", 1920),
+        VadEvent("speech_end", 1920),
+    )
+    asr, out, metrics = await _early_turn([[start], [], [pause], [], [end]])
+    assert len(asr.heard) == 1  # one ASR run, begun at the pause
+    assert asr.started == [3 * 960]  # the audio up to the pause
+    assert [e.get("text") for e in out.events if isinstance(e, dict) and e["type"] == "stt"] == ["call 1"]
+    assert _early(metrics, "used") == 1 and _early(metrics, "dropped") is None
+
+
+async def test_speech_after_a_pause_drops_its_early_transcript() -> None:
+    start = VadEvent("speech_start", 0)
+    first, second = VadEvent("speech_pause", 1920), VadEvent("speech_pause", 4800)
+    end = VadEvent("speech_end", 4800)
+    asr, out, metrics = await _early_turn([[start], [first], [], [], [second], [end]])
+    assert len(asr.heard) == 2 and asr.started == [2 * 960, 5 * 960]
+    # The reply is to the whole utterance (the second run), not to the part before the first pause.
+    assert [e.get("text") for e in out.events if isinstance(e, dict) and e["type"] == "stt"] == ["call 2"]
+    assert _early(metrics, "used") == 1 and _early(metrics, "dropped") == 1
+
+
+async def test_an_end_that_names_another_silence_transcribes_again() -> None:
+    start, pause, end = (
+        VadEvent("speech_start", 0),
+        VadEvent("speech_pause", 1920),
+        VadEvent("speech_end", 3840),
+    )
+    asr, _, metrics = await _early_turn([[start], [pause], [], [end]])
+    assert len(asr.heard) == 2 and asr.started[-1] == 4 * 960  # the whole utterance, at its end
+    assert _early(metrics, "dropped") == 1 and _early(metrics, "used") is None

@@ -76,11 +76,11 @@ def test_pcm_round_trip_and_odd_length() -> None:
 
 
 def test_vad_events_round_trip_and_truncation() -> None:
-    events = [VadEvent("speech_start", 4608), VadEvent("speech_end", 2**40)]
+    events = [VadEvent("speech_start", 4608), VadEvent("speech_pause", 9000), VadEvent("speech_end", 2**40)]
     assert wire.decode_events(wire.encode_events(events)) == events
     assert wire.decode_events(wire.encode_events([])) == []
     payload = wire.encode_events(events)
-    with pytest.raises(WireError, match="does not hold 2 events"):
+    with pytest.raises(WireError, match="does not hold 3 events"):
         wire.decode_events(payload[:-1])
     with pytest.raises(WireError, match="unknown VAD event kind"):
         wire.decode_events(b"\x00\x01\x07" + b"\x00" * 8)

@@ -327,6 +327,107 @@ def endpointing_run(clips: Sequence[Clip], settings_ms: Sequence[int], threads: 
 ENDPOINT_SETTINGS_MS = (200, 300, 350, 400)
 
 
+@dataclass(frozen=True)
+class TurnCuts:
+    """Where the gateway cuts a clip's first turn (sample positions): its start (speech start
+    minus the pre-roll), where an early transcription would stop (None: the turn did not end in the
+    pause it began at, so the gateway transcribes at the end) and where the turn ends; `dropped`:
+    pauses inside the speech, each an early transcription thrown away (its cost)."""
+
+    start: int
+    early: int | None
+    end: int
+    dropped: int
+
+
+def turn_cuts(probabilities: Sequence[float], preroll: int) -> TurnCuts | None:
+    """The first turn of a clip under the shipped VAD settings (pause and end-of-turn silence),
+    as the gateway sees it (the VAD's decision point; the gateway's 60 ms chunks are not modelled)."""
+    from voice_pipeline.vad.segmenter import Segmenter
+    from voice_pipeline.vad.settings import VadSettings
+
+    seg = Segmenter(VadSettings())
+    start: int | None = None
+    pause: tuple[int, int] | None = None  # (silence start, position when reported)
+    pauses = 0
+    for p in probabilities:
+        event = seg.push(p)
+        if event is None:
+            continue
+        if event.kind == "speech_start" and start is None:
+            start = max(0, event.sample - preroll)
+        elif event.kind == "speech_pause":
+            pause = (event.sample, seg.position)
+            pauses += 1
+        elif event.kind == "speech_end" and start is not None:
+            early = pause[1] if pause is not None and pause[0] == event.sample else None
+            return TurnCuts(start, early, seg.position, pauses - (early is not None))
+    return None
+
+
+def early_run(engine: Any, clips: Sequence[Clip], say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Each clip's first turn transcribed as the gateway does with early transcription (the audio
+    up to the pause, when the turn ended there) and without it (the audio up to the end)."""
+    from voice_pipeline.gateway.settings import GatewaySettings
+    from voice_pipeline.models.registry import require_model
+    from voice_pipeline.vad.engine import SileroVad
+
+    vad = SileroVad(require_model("silero-vad") / "silero_vad.onnx", 1)
+    preroll = GatewaySettings().preroll_ms * 16
+    lead, tail = np.zeros(int(LEAD_S * 16000), np.float32), np.zeros(int(TAIL_S * 16000), np.float32)
+    rows = []
+    for i, clip in enumerate(clips, 1):
+        speech = int16_to_float(audio(clip))
+        pcm = np.concatenate([lead if clip.language == "en" else lead[:0], speech, tail])
+        cuts = turn_cuts(vad_probabilities(vad, pcm), preroll)
+        if cuts is None:
+            continue
+        at_end = transcribe_timed(engine, pcm[cuts.start : cuts.end], "auto")
+        early = (
+            at_end if cuts.early is None else transcribe_timed(engine, pcm[cuts.start : cuts.early], "auto")
+        )
+        rows.append(
+            {
+                "name": clip.name,
+                "ref_language": clip.language,
+                "reference": clip.text,
+                "early_used": cuts.early is not None,
+                "early_dropped": cuts.dropped,
+                "early_s": round((cuts.end - (cuts.early or cuts.end)) / 16000, 3),
+                "text_early": early["text"],
+                "text_end": at_end["text"],
+            }
+        )
+        if i % 50 == 0:
+            say(f"early transcription {i}/{len(clips)}")
+    return rows
+
+
+def early_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """WER/CER with and without early transcription, and how often it was used."""
+
+    def rate(language: str, key: str) -> float:
+        chosen = [r for r in rows if r["ref_language"] == language]
+        return error_rate([(tokens(r["reference"], language), tokens(r[key], language)) for r in chosen])
+
+    used = [r for r in rows if r["early_used"]]
+    return {
+        "turns": len(rows),
+        "early_used": len(used),
+        "differ": sum(1 for r in used if r["text_early"] != r["text_end"]),
+        "dropped": sum(r["early_dropped"] for r in rows),
+        "wer_en_early": rate("en", "text_early"),
+        "wer_en_end": rate("en", "text_end"),
+        "cer_zh_early": rate("zh", "text_early"),
+        "cer_zh_end": rate("zh", "text_end"),
+        "differing": [
+            {k: r[k] for k in ("name", "text_early", "text_end")}
+            for r in used
+            if r["text_early"] != r["text_end"]
+        ][:10],
+    }
+
+
 def _compact(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     keep = ("name", "seconds", "reference", "text", "language", "tokens", "cpu_s", "wall_s", "detection")
     return [{k: r[k] for k in keep if k in r} for r in rows]
@@ -380,6 +481,9 @@ def run(
             "rows": _compact(rows),
             "load_average_after": load_average(),
         }
+    say("early transcription: the first turn cut at its pause and at its end, default decoding")
+    early_rows = early_run(engine_for(default_decoding(), threads), english + chinese, say)
+    record["early"] = {"summary": early_summary(early_rows), "load_average_after": load_average()}
     garbled = garbled_clips(clips)
     record["garbled"] = {}
     for decoding in (PREVIOUS, unbounded(default_decoding()), default_decoding()):

@@ -98,6 +98,34 @@ def endpointing_table(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def early_lines(record: dict[str, Any]) -> list[str]:
+    early = (record.get("early") or {}).get("summary")
+    if not early:
+        return []
+    lines = [
+        "### Early transcription: accuracy of the transcript started at the pause",
+        "",
+        "At `pause_ms` of silence (VAD setting, 128 ms) the gateway starts ASR on the utterance so far; "
+        "when the turn then ends in that same silence (`min_silence_ms`, 350 ms), that transcript is the "
+        "turn's and the ASR time hides inside the rest of the wait. Each clip's first turn (Silero + the "
+        "segmenter, the gateway's 300 ms pre-roll) transcribed both ways with the default decoding:",
+        "",
+        "| | WER English | CER Chinese |",
+        "|---|---|---|",
+        f"| cut at the pause (what ships) | {_pct(early['wer_en_early'])} | {_pct(early['cer_zh_early'])} |",
+        f"| cut at the end of the turn | {_pct(early['wer_en_end'])} | {_pct(early['cer_zh_end'])} |",
+        "",
+        f"{early['early_used']} of {early['turns']} turns ended in the pause their early transcript began "
+        f"at (the others were transcribed again at their end); {early['differ']} of those transcripts "
+        f"differ from the one cut at the end. The cost: {early['dropped']} early transcriptions thrown away "
+        "because speech went on after a pause (an ASR run each)" + (":" if early["differing"] else "."),
+    ]
+    if early["differing"]:
+        lines += ["", "| clip | at the pause | at the end |", "|---|---|---|"]
+        lines += [f"| {d['name']} | {d['text_early']} | {d['text_end']} |" for d in early["differing"]]
+    return lines
+
+
 def asr_lines(record: dict[str, Any] | None, machine_text: str = "") -> list[str]:
     if record is None:
         return ["## ASR accuracy and cost", "", "No `make bench-asr` run recorded yet.", ""]
@@ -131,6 +159,9 @@ def asr_lines(record: dict[str, Any] | None, machine_text: str = "") -> list[str
             f"Default WER - reference WER = {(d - r) * 100:+.1f} points: {verdict} the 1-point budget.",
             "",
         ]
+    early = early_lines(record)
+    if early:
+        lines += [*early, ""]
     garbled = garbled_table(record)
     if garbled:
         lines += [

@@ -101,6 +101,12 @@ class Metrics:
             registry=devices,
         )
 
+        self.early_asr = Counter(
+            c.METRIC_EARLY_ASR,
+            "Transcriptions started at a pause: used (the turn ended there) or dropped (speech went on)",
+            [c.LABEL_RESULT],
+            registry=devices,
+        )
         # Not only the gateway's: the TTS stage observes the `encode` part of its first audio.
         self.turn_step = Histogram(
             c.METRIC_TURN_STEP,

@@ -22,7 +22,8 @@ VAD_SAMPLE_RATE = 16000
 class VadEvent:
     """A speech boundary in one session's stream; `sample` counts samples fed since `open`."""
 
-    kind: Literal["speech_start", "speech_end"]
+    # speech_pause: a silence inside speech reached the VAD's pause_ms (the end may follow).
+    kind: Literal["speech_start", "speech_pause", "speech_end"]
     sample: int
 
 

@@ -32,6 +32,7 @@ from voice_pipeline.common.stages import (
     Language,
     LlmStage,
     SpeechRequest,
+    Transcript,
     TtsStage,
     VadStage,
 )
@@ -111,6 +112,12 @@ class UtteranceBuffer:
         self.speech_start = None
         return utterance
 
+    def peek(self) -> Int16Array:
+        """The utterance so far, [speech start, now), left in place."""
+        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
+        start = (self.speech_start if self.speech_start is not None else self.base) - self.base
+        return audio[start:]
+
     def speech_samples(self) -> int:
         return 0 if self.speech_start is None else self.base + self.size - self.speech_start
 
@@ -150,6 +157,9 @@ class Conversation:
         self._fed = 0  # samples fed to the VAD since open
         self._chunk_at = 0.0  # when the latest uplink chunk arrived (monotonic)
         self._reply: asyncio.Task[None] | None = None
+        # Early transcription (see VadSettings.pause_ms): the silence's first sample, and the ASR
+        # of the utterance up to it. The turn's end uses it if its silence began at that sample.
+        self._early: tuple[int, asyncio.Task[Transcript]] | None = None
         self._language: Language = self._parse_language(settings.language)
         self.last_turn: TurnTimes | None = None
         self._last_vad_complaint = -VAD_COMPLAINT_INTERVAL_S
@@ -181,6 +191,7 @@ class Conversation:
         return True
 
     async def close(self) -> None:
+        self._drop_early()
         await self.cancel_reply(send_stop=False)
         if self._vad_open:
             with contextlib.suppress(Exception):
@@ -190,6 +201,7 @@ class Conversation:
     async def listen_start(self, mode: str) -> None:
         self.mode = mode
         self.listening = True
+        self._drop_early()
         self._buffer.clear()
         if mode == "manual":
             # Push-to-talk: the button, not the VAD, says when speech starts. Without a marked
@@ -251,18 +263,54 @@ class Conversation:
                 self._buffer.mark_start(event.sample)
                 if self.speaking and self.mode == "realtime":
                     await self.abort("voice during playback")
+            elif event.kind == "speech_pause" and self._buffer.speech_start is not None:
+                self._start_early(event.sample)
             elif event.kind == "speech_end" and self._buffer.speech_start is not None:
                 # Keep the hangover silence too: Silero often scores a soft last syllable as
                 # silence, and Whisper transcribes better with a little trailing quiet.
-                await self._end_of_speech(self._buffer.cut())
+                await self._end_of_speech(self._buffer.cut(), self._take_early(event.sample))
         if self._buffer.speech_samples() > self.settings.max_utterance_s * VAD_SAMPLE_RATE:
             await self._end_of_speech(self._buffer.cut())
 
     # --- turns --------------------------------------------------------------------------------
-    async def _end_of_speech(self, utterance: Int16Array) -> None:
+    def _start_early(self, silence_start: int) -> None:
+        """A pause: transcribe what was said so far while the VAD waits to see if the turn ends."""
+        self._drop_early()
+        utterance = self._buffer.peek()
+        if len(utterance) < self.settings.min_utterance_ms * VAD_SAMPLE_RATE // 1000:
+            return
+        task = asyncio.create_task(self.stages.asr.transcribe(utterance, self._language))
+        self._early = (silence_start, task)
+
+    def _take_early(self, silence_start: int) -> asyncio.Task[Transcript] | None:
+        """The early transcript if the turn ends in the pause it was started at, else None (the
+        user spoke again after that pause: the early one is stale and dropped)."""
+        if self._early is not None and self._early[0] == silence_start:
+            task, self._early = self._early[1], None
+            self.metrics.early_asr.labels("used").inc()
+            return task
+        self._drop_early()
+        return None
+
+    def _drop_early(self) -> None:
+        if self._early is not None:
+            task, self._early = self._early[1], None
+            self._discard_early(task)
+
+    def _discard_early(self, task: asyncio.Task[Transcript]) -> None:
+        self.metrics.early_asr.labels("dropped").inc()
+        task.cancel()
+        # Collect its outcome, so a failure of a transcript nobody wants is not logged as lost.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _end_of_speech(
+        self, utterance: Int16Array, early: asyncio.Task[Transcript] | None = None
+    ) -> None:
         times = TurnTimes(speech_end=time.monotonic())
         if len(utterance) < self.settings.min_utterance_ms * VAD_SAMPLE_RATE // 1000:
             log.debug("session %s: %d ms utterance ignored", self.session_id, len(utterance) // 16)
+            if early is not None:
+                self._discard_early(early)
             return
         # The utterance ends with the latest chunk: its last voiced frame reached us that much
         # audio time before the chunk did (devices send in real time).
@@ -273,11 +321,16 @@ class Conversation:
             times.voice_end = self._chunk_at - (len(tail) - voiced) / VAD_SAMPLE_RATE
         if self._reply is not None and not self._reply.done():
             await self.cancel_reply(send_stop=True)  # a new utterance while speaking: barge-in
-        self._reply = asyncio.create_task(self._transcribe_and_reply(utterance, times))
+        self._reply = asyncio.create_task(self._transcribe_and_reply(utterance, times, early))
 
-    async def _transcribe_and_reply(self, utterance: Int16Array, times: TurnTimes) -> None:
+    async def _transcribe_and_reply(
+        self, utterance: Int16Array, times: TurnTimes, early: asyncio.Task[Transcript] | None = None
+    ) -> None:
         try:
-            transcript = await self.stages.asr.transcribe(utterance, self._language)
+            if early is not None:
+                transcript = await early  # the same speech, transcribed during the silence
+            else:
+                transcript = await self.stages.asr.transcribe(utterance, self._language)
         except VoicePipelineError as exc:
             code = "overloaded" if isinstance(exc, OverloadedError) else "asr_failed"
             if code == "asr_failed":

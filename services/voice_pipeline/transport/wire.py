@@ -144,7 +144,7 @@ def decode_pcm(payload: bytes) -> Int16Array:
 
 
 _EVENT = struct.Struct(">BQ")
-_EVENT_KINDS = ("speech_start", "speech_end")
+_EVENT_KINDS = ("speech_start", "speech_end", "speech_pause")  # append only: the index is the wire code
 
 
 def encode_events(events: list[VadEvent]) -> bytes:

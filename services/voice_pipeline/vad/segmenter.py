@@ -2,7 +2,8 @@
 
 Hysteresis as in the reference server: a window is voiced at >= `threshold`, silent at <=
 `neg_threshold` (in between it keeps the current state). Speech starts when `start_windows` of the
-last `window_history` windows are voiced, and ends after `min_silence_ms` of silent windows.
+last `window_history` windows are voiced, and ends after `min_silence_ms` of silent windows. On the
+way, `pause_ms` of silence reports a pause (once per silent run): the gateway transcribes early.
 """
 
 from __future__ import annotations
@@ -49,11 +50,20 @@ class Segmenter:
                 return VadEvent("speech_start", self.speech_start)
             return None
         self.silence_run = 0 if voiced else self.silence_run + 1
+        # Both events name where the silence began: the same sample tells the gateway that the
+        # end is the end of the pause it heard (no speech in between).
+        silence_start = self.position - self.silence_run * self.window
         if self._ms(self.silence_run) >= s.min_silence_ms:
             self.in_speech = False
             self.recent.clear()
             # Every start gets its end; the gateway drops utterances too short to transcribe.
-            return VadEvent("speech_end", self.position - self.silence_run * self.window)
+            return VadEvent("speech_end", silence_start)
+        if (
+            s.pause_ms
+            and self.silence_run
+            and self._ms(self.silence_run - 1) < s.pause_ms <= self._ms(self.silence_run)
+        ):
+            return VadEvent("speech_pause", silence_start)
         return None
 
     def reset(self) -> None:

@@ -24,6 +24,15 @@ class VadSettings(BaseModel):
         ge=32,
         description="Silence that ends an utterance (measured: 200-300 end turns at comma pauses, 400 adds 64 ms).",
     )
+    # Early transcription: at this much silence the gateway starts ASR on the utterance so far, and
+    # if the turn then ends without more speech its transcript is (nearly) ready: the ASR time hides
+    # inside the rest of the end-of-turn wait. Speech that resumes costs one wasted ASR run.
+    pause_ms: int = Field(
+        128,
+        ge=0,
+        description="Silence at which a speech_pause event lets the gateway transcribe early (0 = off; "
+        "must be below min_silence_ms).",
+    )
     threads: int = Field(1, ge=1, description="onnxruntime intra-op threads (batching, not threads, scales).")
     batch_max_size: int = Field(64, ge=1, description="Most sessions advanced in one model call.")
     batch_max_wait_ms: float = Field(2.0, ge=0, description="Wait after the first request for more to batch.")
