@@ -393,8 +393,8 @@ class ScriptedVad(FakeVad):
         return self.script.pop(0) if self.script else []
 
 
-class SlowAsr(FakeAsr):
-    """Each call answers with its own number, after a delay."""
+class CountingAsr(FakeAsr):
+    """Each call answers with its own number, after yielding to the loop once."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -403,13 +403,14 @@ class SlowAsr(FakeAsr):
     async def transcribe(self, pcm: np.ndarray, language: Language) -> Transcript:
         self.heard.append(pcm)
         self.started.append(len(pcm))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # done long before the next chunk (10 ms): no race with the script
         return Transcript(f"call {len(self.heard)}", "en", len(pcm) / 16000)
 
 
-async def _early_turn(script: list[list[VadEvent]]) -> tuple[SlowAsr, Out, Metrics]:
-    metrics, out, asr = Metrics(), Out(), SlowAsr()
+async def _early_turn(script: list[list[VadEvent]], asr_busy: int = 0) -> tuple[CountingAsr, Out, Metrics]:
+    metrics, out, asr = Metrics(), Out(), CountingAsr()
     stages = Stages(vad=ScriptedVad(script), asr=asr, llm=FakeLlm(["Fine."]), tts=FakeTts())
+    stages.asr_load.inflight = asr_busy  # other sessions' transcriptions in flight
     conv = Conversation(
         "s1", out, stages, GatewaySettings(min_utterance_ms=0), metrics, ChatHistory({"en": "prompt"})
     )
@@ -431,7 +432,7 @@ async def test_a_turn_that_ends_in_its_pause_uses_the_transcript_started_at_the_
         VadEvent("speech_pause", 1920),
         VadEvent("speech_end", 1920),
     )
-    asr, out, metrics = await _early_turn([[start], [], [pause], [], [end]])
+    asr, out, metrics = await _early_turn([[start], [], [pause], [], [], [], [end]])
     assert len(asr.heard) == 1  # one ASR run, begun at the pause
     assert asr.started == [3 * 960]  # the audio up to the pause
     assert [e.get("text") for e in out.events if isinstance(e, dict) and e["type"] == "stt"] == ["call 1"]
@@ -442,8 +443,8 @@ async def test_speech_after_a_pause_drops_its_early_transcript() -> None:
     start = VadEvent("speech_start", 0)
     first, second = VadEvent("speech_pause", 1920), VadEvent("speech_pause", 4800)
     end = VadEvent("speech_end", 4800)
-    asr, out, metrics = await _early_turn([[start], [first], [], [], [second], [end]])
-    assert len(asr.heard) == 2 and asr.started == [2 * 960, 5 * 960]
+    asr, out, metrics = await _early_turn([[start], [first], [], [], [], [second], [], [], [end]])
+    assert len(asr.heard) == 2 and asr.started == [2 * 960, 6 * 960]
     # The reply is to the whole utterance (the second run), not to the part before the first pause.
     assert [e.get("text") for e in out.events if isinstance(e, dict) and e["type"] == "stt"] == ["call 2"]
     assert _early(metrics, "used") == 1 and _early(metrics, "dropped") == 1
@@ -458,3 +459,29 @@ async def test_an_end_that_names_another_silence_transcribes_again() -> None:
     asr, _, metrics = await _early_turn([[start], [pause], [], [end]])
     assert len(asr.heard) == 2 and asr.started[-1] == 4 * 960  # the whole utterance, at its end
     assert _early(metrics, "dropped") == 1 and _early(metrics, "used") is None
+
+
+async def test_no_early_transcription_while_the_asr_is_busy_with_other_turns() -> None:
+    start, pause, end = (
+        VadEvent("speech_start", 0),
+        VadEvent("speech_pause", 1920),
+        VadEvent("speech_end", 1920),
+    )
+    asr, _, metrics = await _early_turn([[start], [], [pause], [], [], [], [end]], asr_busy=1)
+    assert asr.started == [7 * 960]  # one run, at the end of the turn
+    assert _early(metrics, "used") is None and _early(metrics, "dropped") is None
+
+
+def test_the_asr_busy_share_is_an_average_over_the_recent_time() -> None:
+    from voice_pipeline.gateway.conversation import ASR_BUSY_HALF_LIFE_S, AsrLoad
+
+    load = AsrLoad(updated=100.0)
+    load.inflight = 1
+    load.advance(100.0 + ASR_BUSY_HALF_LIFE_S)  # busy for one half-life
+    assert load.busy_share == pytest.approx(0.5)
+    assert not load.idle(max_busy=0.9, now=100.0 + ASR_BUSY_HALF_LIFE_S)  # one in flight
+    load.inflight = 0
+    assert not load.idle(max_busy=0.2, now=100.0 + 2 * ASR_BUSY_HALF_LIFE_S)  # 0.25 busy: not yet
+    assert load.busy_share == pytest.approx(0.25)
+    assert load.idle(max_busy=0.2, now=100.0 + 3 * ASR_BUSY_HALF_LIFE_S)  # 0.125
+    assert not load.idle(max_busy=0.0, now=200.0)  # 0 = never
