@@ -91,7 +91,9 @@ async def test_sessions_spread_and_leave_a_draining_replica_at_the_next_turn(
 
         # The moved sessions keep their sample numbering: 2 s fed before this speech.
         events = await vad.feed("s0", np.concatenate([clip("en_weather"), silence]))
-        assert [e.kind for e in events][:2] == ["speech_start", "speech_end"], events
+        assert [e.kind for e in events if e.kind != "speech_pause"][:2] == ["speech_start", "speech_end"], (
+            events
+        )
         assert events[0].sample > 2 * 16000, events
 
         # With nothing left on it, the draining replica exits long before its 120 s drain timeout.
@@ -167,7 +169,8 @@ async def test_sessions_on_a_killed_replica_carry_on_elsewhere(replicas: tuple[P
         speech = np.concatenate([clip("en_hello"), np.zeros(16000, np.int16)])
         for i in range(4):
             events = await vad.feed(f"s{i}", speech)  # re-opened on the survivor when needed
-            assert [e.kind for e in events][:2] == ["speech_start", "speech_end"], (i, events)
+            boundaries = [e.kind for e in events if e.kind != "speech_pause"]
+            assert boundaries[:2] == ["speech_start", "speech_end"], (i, events)
         assert pool.connections[addr_b].sessions == 4
     finally:
         await pool.stop()
