@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from voice_pipeline.common.audio import last_voiced_sample
 from voice_pipeline.contract import TURN_STEPS
-from voice_pipeline.turn.timeline import TurnTimes, last_voiced_sample
+from voice_pipeline.turn.timeline import TurnTimes
 
 
 def test_speech_ends_at_the_last_frame_above_minus_40_dbfs() -> None:

@@ -91,6 +91,16 @@ class AsrSettings(BaseModel):
         le=30,
         description="Shortest Whisper encoder window; shorter is faster but repeats itself.",
     )
+    # Measured (2026-11-29, the `make bench-asr` test set, whisper-base, 5 s window): 0.3 s of
+    # silence before an utterance (the gateway's pre-roll) took English WER from 3.0% to 12.0% (the
+    # phrase said twice, words dropped). Turns cut as the gateway cuts them (Silero + segmenter,
+    # 300 ms pre-roll): 14.0% WER at the end of the turn, 10.8% at the early-transcription pause;
+    # with the edges evened to 0.2 s / 0.3 s: 6.3% both (whole clips 2.8%, Chinese CER unchanged).
+    trim_edges: bool = Field(
+        True,
+        description="Even the quiet (below -40 dBFS) around the voiced part to 0.2 s before and 0.3 s after "
+        "(cut or padded) before transcribing: Whisper repeats itself and drops words after long leading silence.",
+    )
     batch_max_size: int = Field(8, ge=1, description="Most utterances decoded in one model call.")
     # Two batches in flight: whisper's decoder is sequential and leaves cores idle while one batch
     # decodes. Measured with the fleet benchmark on 2 cores: speech end -> stt p95 at 41-46 devices

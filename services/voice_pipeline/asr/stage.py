@@ -8,7 +8,7 @@ from types import TracebackType
 
 from voice_pipeline.asr.engine import AsrEngine, AsrItem
 from voice_pipeline.asr.settings import AsrSettings
-from voice_pipeline.common.audio import Int16Array, int16_to_float
+from voice_pipeline.common.audio import Float32Array, Int16Array, even_quiet_edges, int16_to_float
 from voice_pipeline.common.batching import BatchConfig, MicroBatcher
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.paths import models_dir
@@ -57,6 +57,16 @@ def build_engine(settings: AsrSettings) -> AsrEngine:
     )
 
 
+TRIM_LEAD_S = 0.2  # quiet kept before the first voiced frame (see AsrSettings.trim_edges)
+TRIM_TAIL_S = 0.3  # and after the last: Whisper ends sentences better with a little quiet
+
+
+def prepare_utterance(audio: Float32Array, settings: AsrSettings) -> Float32Array:
+    """The audio the model gets for an utterance: even quiet edges (AsrSettings.trim_edges).
+    The ASR benchmark transcribes through this too, so it measures what ships."""
+    return even_quiet_edges(audio, TRIM_LEAD_S, TRIM_TAIL_S) if settings.trim_edges else audio
+
+
 class InProcessAsr:
     """Implements common.stages.AsrStage; use as an async context manager (loads the model)."""
 
@@ -95,4 +105,6 @@ class InProcessAsr:
 
     async def transcribe(self, pcm: Int16Array, language: Language) -> Transcript:
         assert self._batcher is not None, "use InProcessAsr as an async context manager"
-        return await self._batcher.submit(AsrItem(int16_to_float(pcm), language))
+        return await self._batcher.submit(
+            AsrItem(prepare_utterance(int16_to_float(pcm), self.settings), language)
+        )

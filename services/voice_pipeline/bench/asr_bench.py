@@ -30,8 +30,7 @@ import numpy.typing as npt
 
 from voice_pipeline.bench.asr_set import Clip, audio
 from voice_pipeline.bench.asr_text import error_rate, tokens
-from voice_pipeline.common.audio import int16_to_float
-from voice_pipeline.turn.timeline import last_voiced_sample
+from voice_pipeline.common.audio import int16_to_float, last_voiced_sample
 
 F32 = npt.NDArray[np.float32]
 
@@ -132,9 +131,12 @@ def engine_for(decoding: Decoding, threads: int) -> Any:
 
 def transcribe_timed(engine: Any, pcm: F32, language: str) -> dict[str, Any]:
     from voice_pipeline.asr.engine import AsrItem
+    from voice_pipeline.asr.settings import AsrSettings
+    from voice_pipeline.asr.stage import prepare_utterance
 
     c0, t0 = cpu_seconds(), time.perf_counter()
-    result = engine.transcribe_batch([AsrItem(pcm, language)])[0]
+    item = AsrItem(prepare_utterance(pcm, AsrSettings()), language)  # as the stage does
+    result = engine.transcribe_batch([item])[0]
     cpu, wall = cpu_seconds() - c0, time.perf_counter() - t0
     return {
         "text": result.text,

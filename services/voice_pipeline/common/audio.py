@@ -132,3 +132,41 @@ def write_wav(path: str | Path, pcm: Int16Array, sample_rate: int) -> None:
         w.setsampwidth(2)
         w.setframerate(sample_rate)
         w.writeframes(np.ascontiguousarray(pcm, dtype=np.int16).tobytes())
+
+
+VOICED_DBFS = -40.0  # the mark of "voiced" everywhere: endpointing bench, turn timing, talk page
+VOICED_FRAME = 160  # 10 ms at 16 kHz
+
+
+def _voiced_frames(pcm: Float32Array, dbfs: float) -> npt.NDArray[np.intp]:
+    n = len(pcm) // VOICED_FRAME
+    if n == 0:
+        return np.zeros(0, np.intp)
+    frames = pcm[: n * VOICED_FRAME].astype(np.float32).reshape(n, VOICED_FRAME)
+    rms = np.sqrt(np.mean(frames**2, axis=1))
+    return np.nonzero(rms > 10 ** (dbfs / 20))[0]
+
+
+def last_voiced_sample(pcm: Float32Array, dbfs: float = VOICED_DBFS) -> int:
+    """End of the last 10 ms frame whose RMS is above `dbfs` (0 if none): where speech really
+    ends, whatever the VAD thought."""
+    voiced = _voiced_frames(pcm, dbfs)
+    return int((voiced[-1] + 1) * VOICED_FRAME) if len(voiced) else 0
+
+
+def even_quiet_edges(
+    pcm: Float32Array, lead_s: float, tail_s: float, dbfs: float = VOICED_DBFS
+) -> Float32Array:
+    """The utterance with `lead_s` of quiet before its first voiced 10 ms frame and `tail_s` after
+    its last: longer quiet is cut, shorter quiet at the end is padded with silence (an utterance cut
+    early in its pause gets the same ending as one cut at the end of the turn). Unchanged if
+    nothing in it is voiced (noise above the mark, or all quiet: ASR decides)."""
+    voiced = _voiced_frames(pcm, dbfs)
+    if not len(voiced):
+        return pcm
+    start = max(0, int(voiced[0]) * VOICED_FRAME - int(lead_s * 16000))
+    stop = (int(voiced[-1]) + 1) * VOICED_FRAME + int(tail_s * 16000)
+    kept = pcm[start : min(len(pcm), stop)]
+    if stop > len(pcm):
+        kept = np.concatenate([kept, np.zeros(stop - len(pcm), np.float32)])
+    return kept

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from voice_pipeline.common.audio import Int16Array, int16_to_float
+from voice_pipeline.common.audio import Int16Array, int16_to_float, last_voiced_sample
 from voice_pipeline.common.errors import OverloadedError, VoicePipelineError
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.stages import (
@@ -42,7 +42,7 @@ from voice_pipeline.gateway.settings import GatewaySettings
 from voice_pipeline.turn.emotion import emotion_for
 from voice_pipeline.turn.history import ChatHistory
 from voice_pipeline.turn.sentences import SentenceSplitter, join_sentences
-from voice_pipeline.turn.timeline import TurnTimes, last_voiced_sample
+from voice_pipeline.turn.timeline import TurnTimes
 
 log = logging.getLogger(__name__)
 

@@ -23,25 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-import numpy as np
-
-from voice_pipeline.common.audio import Float32Array
 from voice_pipeline.contract import TURN_STEPS
-
-VOICED_DBFS = -40.0  # the same mark as the endpointing benchmark and the talk page
-VOICED_FRAME = 160  # 10 ms at 16 kHz
-
-
-def last_voiced_sample(pcm: Float32Array, dbfs: float = VOICED_DBFS) -> int:
-    """End of the last 10 ms frame whose RMS is above `dbfs` (0 if none): where speech really
-    ends, whatever the VAD thought."""
-    n = len(pcm) // VOICED_FRAME
-    if n == 0:
-        return 0
-    frames = pcm[: n * VOICED_FRAME].astype(np.float32).reshape(n, VOICED_FRAME)
-    rms = np.sqrt(np.mean(frames**2, axis=1))
-    voiced = np.nonzero(rms > 10 ** (dbfs / 20))[0]
-    return int((voiced[-1] + 1) * VOICED_FRAME) if len(voiced) else 0
 
 
 @dataclass
