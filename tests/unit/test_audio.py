@@ -57,3 +57,18 @@ def test_unreadable_wav_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "bad.wav").write_bytes(b"not a wav")
     with pytest.raises(AudioError, match="cannot read WAV"):
         read_wav(tmp_path / "bad.wav")
+
+
+def test_quiet_edges_are_evened_around_the_voiced_part() -> None:
+    from voice_pipeline.common.audio import even_quiet_edges
+
+    voiced = np.full(8000, 0.1, np.float32)  # 0.5 s at -20 dBFS
+    long_quiet = np.concatenate([np.zeros(4800, np.float32), voiced, np.zeros(8000, np.float32)])
+    out = even_quiet_edges(long_quiet, lead_s=0.2, tail_s=0.3)
+    assert len(out) == 3200 + 8000 + 4800  # 0.3 s lead cut to 0.2, 0.5 s tail cut to 0.3
+    assert np.array_equal(out[3200:11200], voiced)
+    short_tail = np.concatenate([np.zeros(4800, np.float32), voiced, np.zeros(1600, np.float32)])
+    padded = even_quiet_edges(short_tail, lead_s=0.2, tail_s=0.3)
+    assert len(padded) == 3200 + 8000 + 4800 and not padded[11200:].any()  # 0.1 s tail padded to 0.3
+    quiet = np.zeros(16000, np.float32)
+    assert even_quiet_edges(quiet, 0.2, 0.3) is quiet  # nothing voiced: left to the model
