@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from voice_pipeline import contract as c
 from voice_pipeline.bench import charts
 from voice_pipeline.bench.asr_docs import asr_lines
 from voice_pipeline.bench.model_check import difference, predict
@@ -263,7 +264,8 @@ def breakdown_lines(record: dict[str, Any]) -> list[str]:
         return ["This run recorded no per-step times (a record from before they existed)."]
     rows = ["| step | mean ms | emulated provider ms | ours ms |", "|---|---:|---:|---:|"]
     total = ours = 0.0
-    for step, words in STEP_WORDS.items():
+    for step in c.TURN_STEPS:  # in the order they happen; STEP_WORDS says each in words
+        words = STEP_WORDS[step]
         mean = (steps.get(step) or {}).get("mean_ms")
         if mean is None:
             continue

@@ -34,13 +34,18 @@ def _total(sample: Sample, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in sample.items() if n == name and want <= set(ls))
 
 
+def _delta(before: Sample, after: Sample, name: str, **labels: str) -> float:
+    """How much a counter (or a histogram's _count/_sum) grew over the step."""
+    return _total(after, name, **labels) - _total(before, name, **labels)
+
+
 def stage_deltas(before: Sample, after: Sample, seconds: float) -> dict[str, dict[str, Any]]:
     """Per stage: requests, busy seconds and their share of the step, mean batch size."""
     out: dict[str, dict[str, Any]] = {}
     for stage in ("vad", "asr", "llm", "tts"):
 
-        def delta(name: str, stage: str = stage, **labels: str) -> float:
-            return _total(after, name, stage=stage, **labels) - _total(before, name, stage=stage, **labels)
+        def delta(name: str, stage: str = stage) -> float:
+            return _delta(before, after, name, stage=stage)
 
         requests = delta(c.METRIC_REQUESTS)
         busy = delta(c.METRIC_BUSY)
@@ -64,11 +69,7 @@ def turn_steps(before: Sample, after: Sample) -> dict[str, dict[str, Any]]:
     last voiced frame to the first audio frame sent (`encode` is a part of tts_first_audio)."""
     out: dict[str, dict[str, Any]] = {}
     for step in (*c.TURN_STEPS, c.TURN_STEP_ENCODE):
-        n = _total(after, c.METRIC_TURN_STEP + "_count", step=step) - _total(
-            before, c.METRIC_TURN_STEP + "_count", step=step
-        )
-        total = _total(after, c.METRIC_TURN_STEP + "_sum", step=step) - _total(
-            before, c.METRIC_TURN_STEP + "_sum", step=step
-        )
+        n = _delta(before, after, c.METRIC_TURN_STEP + "_count", step=step)
+        total = _delta(before, after, c.METRIC_TURN_STEP + "_sum", step=step)
         out[step] = {"count": round(n), "mean_ms": round(total / n * 1000, 1) if n else None}
     return out

@@ -138,10 +138,14 @@ class UtteranceBuffer:
     def mark_start(self, sample: int) -> None:
         self.speech_start = max(self.base, sample - self.preroll)
 
+    def _joined(self) -> tuple[Int16Array, int]:
+        """The buffered audio in one array, and where the utterance starts in it."""
+        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
+        return audio, (self.speech_start if self.speech_start is not None else self.base) - self.base
+
     def cut(self, end: int | None = None) -> Int16Array:
         """Take the utterance [speech start, end) and keep what follows it."""
-        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
-        start = (self.speech_start if self.speech_start is not None else self.base) - self.base
+        audio, start = self._joined()
         stop = len(audio) if end is None else max(start, min(len(audio), end - self.base))
         utterance = audio[start:stop]
         rest = audio[stop:]
@@ -153,8 +157,7 @@ class UtteranceBuffer:
 
     def peek(self) -> Int16Array:
         """The utterance so far, [speech start, now), left in place."""
-        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
-        start = (self.speech_start if self.speech_start is not None else self.base) - self.base
+        audio, start = self._joined()
         return audio[start:]
 
     def speech_samples(self) -> int:
