@@ -28,6 +28,7 @@ METRIC_SESSIONS: Final = "voice_gateway_sessions"  # gauge
 METRIC_E2E_FIRST_AUDIO: Final = "voice_e2e_first_audio_seconds"  # histogram
 METRIC_TURN_STEP: Final = "voice_turn_step_seconds"  # histogram; labels: step (turn.timeline)
 METRIC_EARLY_ASR: Final = "voice_gateway_early_asr_total"  # labels: result (used, dropped)
+METRIC_EARLY_REPLY: Final = "voice_gateway_early_reply_total"  # labels: result (used, dropped)
 
 LABEL_STAGE: Final = "stage"
 LABEL_OUTCOME: Final = "outcome"

@@ -207,3 +207,27 @@ def test_the_breakdown_separates_the_emulated_providers_time_from_ours() -> None
     local = {**record, "providers": {"llm": {"describe": "llama.cpp"}, "tts": {"describe": "piper"}}}
     assert "| **1315** | | **1315** |" in "\n".join(breakdown_lines(local))  # a local model's time is ours
     assert "no per-step times" in "\n".join(breakdown_lines({"floor": _step(1, 900, True)}))
+
+
+def test_a_reply_begun_inside_the_silence_shows_as_a_negative_share() -> None:
+    from voice_pipeline.bench.docs import breakdown_lines
+
+    means = {
+        "silence": 450, "vad": 5, "asr": 0, "llm_first_token": 250, "first_sentence": 74,
+        "tts_first_audio": 256, "send": 1,
+    }  # fmt: skip
+    record: dict[str, Any] = {
+        "providers": {
+            "llm": {"emulator": {"ttft_ms": 400.0}},
+            "tts": {"emulator": {"first_audio_ms": 250.0}},
+        },
+        "floor": {
+            "turn_steps": {k: {"count": 5, "mean_ms": v} for k, v in means.items()},
+            "early": {"asr": {"used": 5, "dropped": 1}, "reply": {"used": 5, "dropped": 0}},
+        },
+    }
+    text = "\n".join(breakdown_lines(record))
+    assert "| LLM first token (history, cache look-up, request, model) | 250 | 400 | -150 |" in text
+    # ours: the whole wait (1036) less the providers' 400 + 74 + 250
+    assert "| **1036** | | **312** |" in text
+    assert "A negative share" in text and "replies used 5 / dropped 0" in text

@@ -473,7 +473,7 @@ async def test_no_early_transcription_while_the_asr_is_busy_with_other_turns() -
 
 
 def test_the_asr_busy_share_is_an_average_over_the_recent_time() -> None:
-    from voice_pipeline.gateway.conversation import ASR_BUSY_HALF_LIFE_S, AsrLoad
+    from voice_pipeline.gateway.early import ASR_BUSY_HALF_LIFE_S, AsrLoad
 
     load = AsrLoad(updated=100.0)
     load.inflight = 1
@@ -485,3 +485,151 @@ def test_the_asr_busy_share_is_an_average_over_the_recent_time() -> None:
     assert load.busy_share == pytest.approx(0.25)
     assert load.idle(max_busy=0.2, now=100.0 + 3 * ASR_BUSY_HALF_LIFE_S)  # 0.125
     assert not load.idle(max_busy=0.0, now=200.0)  # 0 = never
+
+
+class ClosingLlm(FakeLlm):
+    """Records how each request ended: read to its end, or closed before (cancelled)."""
+
+    def __init__(self, deltas: list[str], error: Exception | None = None, delay: float = 0.0) -> None:
+        super().__init__(deltas, error, delay)
+        self.outcomes: list[str] = []
+
+    async def stream_chat(self, messages: list[ChatMessage]) -> AsyncIterator[str]:
+        finished = False
+        try:
+            async for delta in super().stream_chat(messages):
+                yield delta
+            finished = True
+        finally:
+            self.outcomes.append("finished" if finished else "cancelled")
+
+
+PAUSE_THEN_END = [
+    [VadEvent("speech_start", 0)],
+    [],
+    [VadEvent("speech_pause", 1920)],
+    [],
+    [],
+    [],
+    [VadEvent("speech_end", 1920)],
+]
+
+
+def _early_reply_conv(
+    script: list[list[VadEvent]], llm: FakeLlm, **settings: Any
+) -> tuple[Conversation, Out, Metrics]:
+    metrics, out = Metrics(), Out()
+    stages = Stages(vad=ScriptedVad(list(script)), asr=CountingAsr(), llm=llm, tts=FakeTts())
+    config = GatewaySettings(min_utterance_ms=0, **({"early_reply": True} | settings))
+    conv = Conversation("s1", out, stages, config, metrics, ChatHistory({"en": "p"}))
+    return conv, out, metrics
+
+
+async def _feed(conv: Conversation, chunks: int) -> None:
+    for _ in range(chunks):
+        await conv.audio(np.full(960, 3000, np.int16))
+        await asyncio.sleep(0.01)  # chunks arrive over time: early work gets going in between
+
+
+def _early_reply(metrics: Metrics, result: str) -> float | None:
+    return metrics.registry.get_sample_value("voice_gateway_early_reply_total", {"result": result})
+
+
+async def test_a_turn_that_ends_in_its_pause_is_answered_by_the_reply_begun_at_the_pause() -> None:
+    llm = ClosingLlm(["Fine."])
+    conv, out, metrics = _early_reply_conv(PAUSE_THEN_END, llm)
+    await conv.listen_start("auto")
+    await _feed(conv, len(PAUSE_THEN_END))
+    await wait_reply(conv)
+    assert llm.outcomes == ["finished"]  # one request, made at the pause
+    assert llm.seen[0][-1] == ChatMessage("user", "call 1")
+    t = conv.last_turn
+    assert t is not None and t.first_token is not None and t.first_token < t.speech_end
+    assert conv.stages.tts.texts == ["Fine."]  # type: ignore[attr-defined]
+    assert out.kinds() == ["stt", "tts:start", "llm", "tts:sentence_start", "audio", "tts:stop"]
+    assert conv.history.turns[-1] == ("call 1", "Fine.")
+    assert _early_reply(metrics, "used") == 1 and _early_reply(metrics, "dropped") is None
+
+
+async def test_speech_after_a_pause_cancels_the_reply_begun_there() -> None:
+    script = [
+        [VadEvent("speech_start", 0)],
+        [VadEvent("speech_pause", 1920)],
+        [], [], [],
+        [VadEvent("speech_pause", 4800)],
+        [], [],
+        [VadEvent("speech_end", 4800)],
+    ]  # fmt: skip
+    llm = ClosingLlm(["Fine. ", "Thanks."], delay=0.05)  # still writing when speech goes on
+    conv, out, metrics = _early_reply_conv(script, llm)
+    await conv.listen_start("auto")
+    await _feed(conv, len(script))
+    await wait_reply(conv)
+    assert llm.outcomes == ["cancelled", "finished"]
+    assert [m[-1].content for m in llm.seen] == ["call 1", "call 2"]
+    assert [e.get("text") for e in out.events if isinstance(e, dict) and e["type"] == "stt"] == ["call 2"]
+    assert conv.history.turns[-1] == ("call 2", "Fine. Thanks.")
+    assert _early_reply(metrics, "used") == 1 and _early_reply(metrics, "dropped") == 1
+
+
+async def test_an_early_reply_to_an_older_history_is_asked_again() -> None:
+    llm = ClosingLlm(["Fine."], delay=0.05)
+    conv, _, metrics = _early_reply_conv(PAUSE_THEN_END, llm)
+    await conv.listen_start("auto")
+    await _feed(conv, 4)  # up to after the pause: the early reply is under way
+    conv.history.commit("meanwhile", "a turn committed after the early request")
+    await _feed(conv, len(PAUSE_THEN_END) - 4)
+    await wait_reply(conv)
+    assert llm.outcomes == ["cancelled", "finished"]
+    assert (
+        ChatMessage("user", "meanwhile") in llm.seen[1]
+        and ChatMessage("user", "meanwhile") not in llm.seen[0]
+    )
+    assert _early_reply(metrics, "dropped") == 1 and _early_reply(metrics, "used") is None
+
+
+async def test_with_early_reply_off_the_model_is_asked_after_the_turn_ends() -> None:
+    llm = ClosingLlm(["Fine."])
+    conv, _, metrics = _early_reply_conv(PAUSE_THEN_END, llm, early_reply=False)
+    await conv.listen_start("auto")
+    await _feed(conv, len(PAUSE_THEN_END))
+    await wait_reply(conv)
+    t = conv.last_turn
+    assert llm.outcomes == ["finished"]
+    assert t is not None and t.first_token is not None and t.first_token > t.speech_end
+    assert _early_reply(metrics, "used") is None and _early_reply(metrics, "dropped") is None
+
+
+async def test_a_failed_early_reply_fails_the_turn_like_a_late_one() -> None:
+    llm = ClosingLlm(["x"], error=ProviderUnavailableError("llm", "down"))
+    conv, out, metrics = _early_reply_conv(PAUSE_THEN_END, llm)
+    await conv.listen_start("auto")
+    await _feed(conv, len(PAUSE_THEN_END))
+    await wait_reply(conv)
+    assert len(llm.seen) == 1  # not asked a second time
+    assert out.kinds() == ["stt", "tts:start", "error:reply_failed", "tts:stop"]
+    assert _early_reply(metrics, "used") == 1
+
+
+async def test_an_early_exit_command_is_not_sent_to_the_model() -> None:
+    llm = ClosingLlm(["Fine."])
+    conv, out, _ = _early_reply_conv(PAUSE_THEN_END, llm)
+    conv.stages.asr = FakeAsr(text="退出")
+    await conv.listen_start("auto")
+    await _feed(conv, len(PAUSE_THEN_END))
+    await wait_reply(conv)
+    assert llm.seen == [] and out.closed is not None
+
+
+async def test_closing_the_session_cancels_an_early_reply() -> None:
+    llm = ClosingLlm(["Fine. ", "Thanks."], delay=0.05)
+    conv, _, metrics = _early_reply_conv(PAUSE_THEN_END, llm)
+    await conv.listen_start("auto")
+    await _feed(conv, 4)  # the early reply is under way, the turn has not ended
+    await conv.close()
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+        if llm.outcomes:
+            break
+    assert llm.outcomes == ["cancelled"]
+    assert _early_reply(metrics, "dropped") == 1

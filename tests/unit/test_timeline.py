@@ -48,3 +48,14 @@ def test_a_turn_that_lacks_a_stamp_has_no_breakdown(missing: str) -> None:
     t = full_turn()
     setattr(t, missing, None)  # typed text (no audio), a reply that failed, an aborted reply
     assert t.steps() is None
+
+
+def test_work_done_before_the_turn_ended_counts_only_the_wait_it_caused() -> None:
+    # Transcribed and answered early: the transcript and the first token came inside the silence.
+    t = full_turn()
+    t.stt, t.first_token, t.first_sentence = 10.2, 10.3, 10.5
+    steps = t.steps()
+    assert steps is not None and min(steps.values()) >= 0
+    assert steps["asr"] == 0 and steps["llm_first_token"] == 0
+    assert steps["first_sentence"] == pytest.approx(0.1)  # from the end of the turn, not the token
+    assert sum(steps.values()) == pytest.approx(11.362 - 10.0)

@@ -248,7 +248,8 @@ def provider_ms(record: dict[str, Any], step: str, mean: float) -> float | None:
     llm = (providers.get("llm") or {}).get("emulator")
     tts = (providers.get("tts") or {}).get("emulator")
     if step == "llm_first_token" and llm:
-        return min(mean, float(llm["ttft_ms"]))
+        # Not capped by the step: a reply begun at a pause spends part of it inside the silence.
+        return float(llm["ttft_ms"])
     if step == "first_sentence" and llm:
         return mean  # the emulator's tokens arriving at its configured rate
     if step == "tts_first_audio" and tts:
@@ -264,6 +265,7 @@ def breakdown_lines(record: dict[str, Any]) -> list[str]:
         return ["This run recorded no per-step times (a record from before they existed)."]
     rows = ["| step | mean ms | emulated provider ms | ours ms |", "|---|---:|---:|---:|"]
     total = ours = 0.0
+    hidden = False
     for step in c.TURN_STEPS:  # in the order they happen; STEP_WORDS says each in words
         words = STEP_WORDS[step]
         mean = (steps.get(step) or {}).get("mean_ms")
@@ -272,10 +274,26 @@ def breakdown_lines(record: dict[str, Any]) -> list[str]:
         theirs = provider_ms(record, step, mean)
         total += mean
         ours += mean - (theirs or 0.0)
+        hidden = hidden or mean < (theirs or 0.0)
         rows.append(f"| {words} | {mean:.0f} | {_ms(theirs)} | {mean - (theirs or 0.0):.0f} |")
     rows.append(f"| **total** (last voiced frame -> first frame sent) | **{total:.0f}** | | **{ours:.0f}** |")
     encode = (steps.get("encode") or {}).get("mean_ms")
     n = (steps.get("asr") or {}).get("count")
+    early = floor.get("early") or {}
+    notes = []
+    if hidden:
+        notes.append(
+            "A negative share: the provider's request began before the turn ended (the reply begun "
+            "at a pause, `gateway.early_reply`), so that much of its time passed inside the "
+            "end-of-turn silence and the turn did not wait for it. The total of ours is the whole "
+            "wait less the providers' time."
+        )
+    if early:
+        asr, reply = early.get("asr") or {}, early.get("reply") or {}
+        notes.append(
+            f"Work begun at pauses over this run: transcriptions used {asr.get('used', 0)} / dropped "
+            f"{asr.get('dropped', 0)}, replies used {reply.get('used', 0)} / dropped {reply.get('dropped', 0)}."
+        )
     return [
         f"Means over the {n} turns of the single-device floor, from the gateway's per-turn timestamps "
         "(`voice_turn_step_seconds`; the steps of a turn add up to its time from the last 10 ms above "
@@ -283,6 +301,7 @@ def breakdown_lines(record: dict[str, Any]) -> list[str]:
         + (f" Opus encoding of a sentence's first chunk: {encode:.0f} ms of the TTS step." if encode else ""),
         "",
         *rows,
+        *(["", " ".join(notes)] if notes else []),
     ]
 
 

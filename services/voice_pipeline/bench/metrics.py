@@ -23,7 +23,7 @@ def scrape(urls: dict[str, str]) -> Sample:
             continue
         for family in text_string_to_metric_families(text):
             for s in family.samples:
-                if s.name.startswith(("voice_stage_", "voice_e2e_", "voice_turn_")):
+                if s.name.startswith(("voice_stage_", "voice_e2e_", "voice_turn_", "voice_gateway_early_")):
                     key = (s.name, tuple(sorted(s.labels.items())))
                     out[key] = out.get(key, 0.0) + s.value
     return out
@@ -61,6 +61,15 @@ def stage_deltas(before: Sample, after: Sample, seconds: float) -> dict[str, dic
             "mean_latency_ms": round(latency_s / latency_n * 1000, 1) if latency_n else None,
         }
     return out
+
+
+def early_work(before: Sample, after: Sample) -> dict[str, dict[str, int]]:
+    """Work begun at pauses (gateway.early) over the step: transcriptions and language-model
+    replies, used by the turn that ended there or dropped because speech went on."""
+    return {
+        work: {result: round(_delta(before, after, name, result=result)) for result in ("used", "dropped")}
+        for work, name in (("asr", c.METRIC_EARLY_ASR), ("reply", c.METRIC_EARLY_REPLY))
+    }
 
 
 def turn_steps(before: Sample, after: Sample) -> dict[str, dict[str, Any]]:

@@ -101,6 +101,7 @@ def run_step(
         ),
         "stages": metrics.stage_deltas(before, after, seconds),
         "turn_steps": metrics.turn_steps(before, after),
+        "early": metrics.early_work(before, after),
     }
     step["meets_slo"] = meets_slo(step, plan.slo_ms, plan.min_success)
     if profile_s > 0:

@@ -107,6 +107,12 @@ class Metrics:
             [c.LABEL_RESULT],
             registry=devices,
         )
+        self.early_reply = Counter(
+            c.METRIC_EARLY_REPLY,
+            "Language-model replies started on an early transcript: used, or dropped (speech went on)",
+            [c.LABEL_RESULT],
+            registry=devices,
+        )
         # Not only the gateway's: the TTS stage observes the `encode` part of its first audio.
         self.turn_step = Histogram(
             c.METRIC_TURN_STEP,

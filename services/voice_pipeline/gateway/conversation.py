@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +37,7 @@ from voice_pipeline.common.stages import (
     VadStage,
 )
 from voice_pipeline.gateway import protocol as proto
+from voice_pipeline.gateway.early import AsrLoad, EarlyTurn, ReplyPrefetch, TimedDelta, timed
 from voice_pipeline.gateway.pacing import PlaybackClock
 from voice_pipeline.gateway.settings import GatewaySettings
 from voice_pipeline.turn.emotion import emotion_for
@@ -65,44 +66,6 @@ class Outbound(Protocol):
     async def send_audio(self, packet: bytes) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
-
-
-ASR_BUSY_HALF_LIFE_S = 5.0
-
-
-@dataclass
-class AsrLoad:
-    """This gateway's transcriptions, over all its sessions: how many are in flight, and the share
-    of the recent time at least one was (an exponential average, ASR_BUSY_HALF_LIFE_S). Early
-    transcription spends idle ASR time only: it runs when none is in flight and ASR has been mostly
-    idle. Measured at 57 devices: early runs whenever none was in flight (a third thrown away) took
-    the p95 first audio from ~1.8 s to 3.3 s; the busy-share gate keeps them off near capacity."""
-
-    inflight: int = 0
-    busy_share: float = 0.0
-    updated: float = field(default_factory=time.monotonic)
-
-    def advance(self, now: float) -> None:
-        """Fold the time since the last change into the busy share."""
-        elapsed = now - self.updated
-        if elapsed > 0:
-            keep = 0.5 ** (elapsed / ASR_BUSY_HALF_LIFE_S)
-            self.busy_share = self.busy_share * keep + (1 - keep) * (1.0 if self.inflight else 0.0)
-            self.updated = now
-
-    def idle(self, max_busy: float, now: float) -> bool:
-        self.advance(now)
-        return self.inflight == 0 and self.busy_share < max_busy
-
-    @contextlib.contextmanager
-    def track(self) -> Iterator[None]:
-        self.advance(time.monotonic())
-        self.inflight += 1
-        try:
-            yield
-        finally:
-            self.advance(time.monotonic())
-            self.inflight -= 1
 
 
 @dataclass
@@ -199,9 +162,9 @@ class Conversation:
         self._fed = 0  # samples fed to the VAD since open
         self._chunk_at = 0.0  # when the latest uplink chunk arrived (monotonic)
         self._reply: asyncio.Task[None] | None = None
-        # Early transcription (see VadSettings.pause_ms): the silence's first sample, and the ASR
-        # of the utterance up to it. The turn's end uses it if its silence began at that sample.
-        self._early: tuple[int, asyncio.Task[Transcript]] | None = None
+        # Early transcription and reply (gateway.early), begun at the latest pause. The turn's end
+        # uses them if its silence began at the same sample.
+        self._early: EarlyTurn | None = None
         self._language: Language = self._parse_language(settings.language)
         self.last_turn: TurnTimes | None = None
         self._last_vad_complaint = -VAD_COMPLAINT_INTERVAL_S
@@ -323,42 +286,45 @@ class Conversation:
         utterance = self._buffer.peek()
         if len(utterance) < self.settings.min_utterance_ms * VAD_SAMPLE_RATE // 1000:
             return
-        task = asyncio.create_task(self._transcribe(utterance))
-        self._early = (silence_start, task)
+        self._early = EarlyTurn(silence_start, asyncio.create_task(self._early_work(utterance)))
+
+    async def _early_work(self, utterance: Int16Array) -> tuple[Transcript, ReplyPrefetch | None]:
+        transcript = await self._transcribe(utterance)
+        text = transcript.text.strip()
+        if not self.settings.early_reply or not text or text in self.settings.exit_commands:
+            return transcript, None
+        messages = self.history.messages(text, transcript.language)
+        return transcript, ReplyPrefetch(messages, self.stages.llm.stream_chat(messages))
 
     async def _transcribe(self, utterance: Int16Array) -> Transcript:
         with self.stages.asr_load.track():
             return await self.stages.asr.transcribe(utterance, self._language)
 
-    def _take_early(self, silence_start: int) -> asyncio.Task[Transcript] | None:
-        """The early transcript if the turn ends in the pause it was started at, else None (the
-        user spoke again after that pause: the early one is stale and dropped)."""
-        if self._early is not None and self._early[0] == silence_start:
-            task, self._early = self._early[1], None
+    def _take_early(self, silence_start: int) -> EarlyTurn | None:
+        """The early work if the turn ends in the pause it was started at, else None (the user
+        spoke again after that pause: the early work is stale and dropped)."""
+        if self._early is not None and self._early.silence_start == silence_start:
+            early, self._early = self._early, None
             self.metrics.early_asr.labels("used").inc()
-            return task
+            return early
         self._drop_early()
         return None
 
     def _drop_early(self) -> None:
         if self._early is not None:
-            task, self._early = self._early[1], None
-            self._discard_early(task)
+            early, self._early = self._early, None
+            self.metrics.early_asr.labels("dropped").inc()
+            early.cancel(reply_dropped=self._reply_dropped)
 
-    def _discard_early(self, task: asyncio.Task[Transcript]) -> None:
-        self.metrics.early_asr.labels("dropped").inc()
-        task.cancel()
-        # Collect its outcome, so a failure of a transcript nobody wants is not logged as lost.
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    def _reply_dropped(self) -> None:
+        self.metrics.early_reply.labels("dropped").inc()
 
-    async def _end_of_speech(
-        self, utterance: Int16Array, early: asyncio.Task[Transcript] | None = None
-    ) -> None:
+    async def _end_of_speech(self, utterance: Int16Array, early: EarlyTurn | None = None) -> None:
         times = TurnTimes(speech_end=time.monotonic())
         if len(utterance) < self.settings.min_utterance_ms * VAD_SAMPLE_RATE // 1000:
             log.debug("session %s: %d ms utterance ignored", self.session_id, len(utterance) // 16)
             if early is not None:
-                self._discard_early(early)
+                early.cancel(reply_dropped=self._reply_dropped)
             return
         # The utterance ends with the latest chunk: its last voiced frame reached us that much
         # audio time before the chunk did (devices send in real time).
@@ -372,37 +338,52 @@ class Conversation:
         self._reply = asyncio.create_task(self._transcribe_and_reply(utterance, times, early))
 
     async def _transcribe_and_reply(
-        self, utterance: Int16Array, times: TurnTimes, early: asyncio.Task[Transcript] | None = None
+        self, utterance: Int16Array, times: TurnTimes, early: EarlyTurn | None = None
     ) -> None:
+        prefetch: ReplyPrefetch | None = None
         try:
-            if early is not None:
-                transcript = await early  # the same speech, transcribed during the silence
-            else:
-                transcript = await self._transcribe(utterance)
-        except VoicePipelineError as exc:
-            code = "overloaded" if isinstance(exc, OverloadedError) else "asr_failed"
-            if code == "asr_failed":
-                log.warning("session %s: ASR failed: %s", self.session_id, exc)
-            await self._send_error(code, str(exc))
-            # No reply will come: `tts stop` ends the turn on the device at once (back to
-            # listening in auto mode, idle in manual) instead of leaving it waiting for audio.
-            await self.out.send_json(proto.tts_stop(self.session_id))
-            return
-        times.stt = time.monotonic()
-        text = transcript.text.strip()
-        if not text:
-            return
-        if text in self.settings.exit_commands:
-            await self.out.send_json(proto.stt(self.session_id, text))
-            await self.out.close(proto.CLOSE_NORMAL, "exit command")
-            return
-        await self._reply_to(text, times, language=transcript.language, send_stt=True)
+            try:
+                if early is not None:
+                    # The same speech, transcribed (and maybe answered) during the silence.
+                    transcript, prefetch = await early.work
+                else:
+                    transcript = await self._transcribe(utterance)
+            except VoicePipelineError as exc:
+                code = "overloaded" if isinstance(exc, OverloadedError) else "asr_failed"
+                if code == "asr_failed":
+                    log.warning("session %s: ASR failed: %s", self.session_id, exc)
+                await self._send_error(code, str(exc))
+                # No reply will come: `tts stop` ends the turn on the device at once (back to
+                # listening in auto mode, idle in manual) instead of leaving it waiting for audio.
+                await self.out.send_json(proto.tts_stop(self.session_id))
+                return
+            times.stt = time.monotonic()
+            text = transcript.text.strip()
+            if not text:
+                return
+            if text in self.settings.exit_commands:
+                await self.out.send_json(proto.stt(self.session_id, text))
+                await self.out.close(proto.CLOSE_NORMAL, "exit command")
+                return
+            await self._reply_to(text, times, transcript.language, send_stt=True, prefetch=prefetch)
+        finally:
+            if prefetch is not None:
+                prefetch.cancel()  # a no-op once the reply has read it all
+                if not prefetch.taken:  # the turn stopped before its reply began
+                    self._reply_dropped()
 
     async def _start_reply(self, text: str, times: TurnTimes, send_stt: bool) -> None:
         await self.cancel_reply(send_stop=False)
         self._reply = asyncio.create_task(self._reply_to(text, times, self._language, send_stt))
 
-    async def _reply_to(self, text: str, times: TurnTimes, language: str, send_stt: bool) -> None:
+    async def _reply_to(
+        self,
+        text: str,
+        times: TurnTimes,
+        language: str,
+        send_stt: bool,
+        prefetch: ReplyPrefetch | None = None,
+    ) -> None:
         self.last_turn = times
         if send_stt:
             await self.out.send_json(proto.stt(self.session_id, text))
@@ -411,7 +392,7 @@ class Conversation:
         spoken: list[str] = []
         try:
             await asyncio.wait_for(
-                self._pipeline(text, times, language, spoken), self.settings.reply_timeout_s
+                self._pipeline(text, times, language, spoken, prefetch), self.settings.reply_timeout_s
             )
         except OverloadedError as exc:
             await self._send_error("overloaded", str(exc))
@@ -446,7 +427,14 @@ class Conversation:
         except (TimeoutError, BaseExceptionGroup) as exc:
             log.info("session %s: busy answer not spoken: %r", self.session_id, exc)
 
-    async def _pipeline(self, text: str, times: TurnTimes, language: str, spoken: list[str]) -> None:
+    async def _pipeline(
+        self,
+        text: str,
+        times: TurnTimes,
+        language: str,
+        spoken: list[str],
+        prefetch: ReplyPrefetch | None = None,
+    ) -> None:
         sentence_q: asyncio.Queue[object] = asyncio.Queue(maxsize=8)
         # Unbounded on purpose: a TTS stage holds one of its concurrency slots while its generator
         # is suspended, so backpressure from real-time playback here kept slots busy for the whole
@@ -457,7 +445,9 @@ class Conversation:
         try:
             # The first failure cancels the other two (and so does a cancel of this reply).
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._write(text, language, times, sentence_q))
+                group.create_task(
+                    self._write(self._reply_stream(text, language, prefetch), times, sentence_q)
+                )
                 group.create_task(self._speak(sentence_q, audio_q, language, times))
                 group.create_task(self._send(audio_q, times, spoken))
         except BaseExceptionGroup as failed:
@@ -465,17 +455,28 @@ class Conversation:
             # reply (the others, if any, happened as the group was cancelled).
             raise failed.exceptions[0] from None
 
+    def _reply_stream(
+        self, text: str, language: str, prefetch: ReplyPrefetch | None
+    ) -> AsyncIterator[TimedDelta]:
+        """The language model's reply: the one begun at the pause if it was asked exactly what
+        this turn asks (the history could have changed since), else a request made now."""
+        messages = self.history.messages(text, language)
+        if prefetch is not None:
+            if prefetch.messages == messages:
+                self.metrics.early_reply.labels("used").inc()
+                return prefetch.take()
+            prefetch.cancel()  # counted as dropped when the turn is over
+        return timed(self.stages.llm.stream_chat(messages))
+
     async def _write(
-        self, text: str, language: str, times: TurnTimes, sentence_q: asyncio.Queue[object]
+        self, stream: AsyncIterator[TimedDelta], times: TurnTimes, sentence_q: asyncio.Queue[object]
     ) -> None:
         """LLM -> sentences, each handed to TTS the moment it is complete."""
         splitter = SentenceSplitter()
-        reply = []
         emotion_sent = False
-        async for delta in self.stages.llm.stream_chat(self.history.messages(text, language)):
+        async for arrived, delta in stream:
             if times.first_token is None:
-                times.first_token = time.monotonic()
-            reply.append(delta)
+                times.first_token = arrived  # before the turn ended, for a reply begun early
             for sentence in splitter.push(delta):
                 if not emotion_sent:
                     times.first_sentence = time.monotonic()

@@ -87,6 +87,15 @@ class GatewaySettings(BaseModel):
         description="Transcribe early (at the VAD's pause) only while ASR was busy less than this share of "
         "the recent time (5 s half-life) and idle now; 0 = never.",
     )
+    # Off by default, by measurement (one device, 2-core EPYC, 2026-11-29): the pause comes ~200 ms
+    # before the turn's end and whisper-base takes 230-280 ms to transcribe it, so the request
+    # started no earlier than at the end (no gain), while 4 of 11 pauses were not the end (+57%
+    # requests). It pays where ASR is several times faster than the rest of the end-of-turn wait.
+    early_reply: bool = Field(
+        False,
+        description="Start the language model on an early transcript while the VAD still waits for the end "
+        "of the turn; cancelled if speech goes on (the provider is billed a prompt and a few tokens).",
+    )
     max_utterance_s: float = Field(
         20.0, gt=0, description="An utterance is cut and transcribed at this length."
     )

@@ -16,12 +16,17 @@ stamps into consecutive steps, so the steps of a turn add up exactly to its end-
 Steps: silence (the end-of-turn wait), vad (deciding it, batching included), asr, llm_first_token,
 first_sentence (the model writing it), tts_first_audio (synthesis + resampling + Opus; the TTS
 stage observes its `encode` share apart) and send (queue, pacing, WebSocket write).
+
+Work begun at a pause (gateway.early) can finish before the turn ends: the transcript, even the
+first token. A step counts only the time the turn waited for it, from the later of its own start
+stamp and the end of the step before: a step done inside the silence counts 0, and the steps still
+add up to the whole wait. The provider's own time of such a step is then longer than the step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import accumulate, pairwise
 
 from voice_pipeline.contract import TURN_STEPS
 
@@ -58,5 +63,5 @@ class TurnTimes:
         )
         if any(t is None for t in stamps):
             return None
-        known = [t for t in stamps if t is not None]  # all of them; spelled out for the type checker
-        return {step: b - a for step, (a, b) in zip(TURN_STEPS, pairwise(known), strict=True)}
+        waited = list(accumulate((t for t in stamps if t is not None), max))  # see the docstring
+        return {step: b - a for step, (a, b) in zip(TURN_STEPS, pairwise(waited), strict=True)}

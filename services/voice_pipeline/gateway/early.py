@@ -1,0 +1,136 @@
+"""Work begun at a pause in speech, before the VAD knows whether the turn ends there.
+
+At `pause_ms` of silence (VadSettings, 128 ms) the gateway transcribes the utterance so far and,
+when the transcript is something to answer and `gateway.early_reply` is on (off by default, see
+GatewaySettings), starts the language model on it, buffering the reply. If the turn then ends in that same silence (`min_silence_ms`, 350 ms), both
+are the turn's: the transcript and part of the model's time to first token are spent while the
+VAD's end-of-turn wait runs anyway. If speech goes on instead, both are cancelled; a dropped early
+reply costs the provider one prompt and the few tokens it wrote before the cancel. Nothing reaches
+the device, the history or the caches before the turn is over.
+
+`AsrLoad` gates it: early work spends idle ASR time only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+
+from voice_pipeline.common.stages import ChatMessage, Transcript
+
+ASR_BUSY_HALF_LIFE_S = 5.0
+
+
+@dataclass
+class AsrLoad:
+    """This gateway's transcriptions, over all its sessions: how many are in flight, and the share
+    of the recent time at least one was (an exponential average, ASR_BUSY_HALF_LIFE_S). Early
+    transcription spends idle ASR time only: it runs when none is in flight and ASR has been mostly
+    idle. Measured at 57 devices: early runs whenever none was in flight (a third thrown away) took
+    the p95 first audio from ~1.8 s to 3.3 s; the busy-share gate keeps them off near capacity."""
+
+    inflight: int = 0
+    busy_share: float = 0.0
+    updated: float = field(default_factory=time.monotonic)
+
+    def advance(self, now: float) -> None:
+        """Fold the time since the last change into the busy share."""
+        elapsed = now - self.updated
+        if elapsed > 0:
+            keep = 0.5 ** (elapsed / ASR_BUSY_HALF_LIFE_S)
+            self.busy_share = self.busy_share * keep + (1 - keep) * (1.0 if self.inflight else 0.0)
+            self.updated = now
+
+    def idle(self, max_busy: float, now: float) -> bool:
+        self.advance(now)
+        return self.inflight == 0 and self.busy_share < max_busy
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        self.advance(time.monotonic())
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.advance(time.monotonic())
+            self.inflight -= 1
+
+
+TimedDelta = tuple[float, str]  # (monotonic time it arrived, text delta)
+
+
+async def timed(stream: AsyncIterator[str]) -> AsyncIterator[TimedDelta]:
+    """A reply stream's deltas with the moment each arrived."""
+    async for delta in stream:
+        yield time.monotonic(), delta
+
+
+class ReplyPrefetch:
+    """A language-model reply started before its turn was known to be over.
+
+    A task reads the stream into a buffer (unbounded: a reply is a few sentences, max_tokens caps
+    it) with each delta's arrival time, so the turn's first-token stamp is when the token came,
+    not when the turn took it. A failure of the stream is handed to whoever takes the reply: the
+    same error a request started at the end of the turn would have met."""
+
+    def __init__(self, messages: list[ChatMessage], stream: AsyncIterator[str]) -> None:
+        self.messages = messages  # what the model was asked: valid only if the turn would ask the same
+        self.taken = False
+        self._buffer: asyncio.Queue[TimedDelta | Exception | None] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read(stream))
+
+    async def _read(self, stream: AsyncIterator[str]) -> None:
+        try:
+            async for item in timed(stream):
+                self._buffer.put_nowait(item)
+        except Exception as exc:  # re-raised where the reply is taken
+            self._buffer.put_nowait(exc)
+        else:
+            self._buffer.put_nowait(None)
+
+    def take(self) -> AsyncIterator[TimedDelta]:
+        """The reply for the turn (once): buffered part first, then the rest as it comes."""
+        self.taken = True
+        return self._deltas()
+
+    async def _deltas(self) -> AsyncIterator[TimedDelta]:
+        try:
+            while (item := await self._buffer.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            self.cancel()  # the taker stopped early (barge-in, a failure): so does the request
+
+    def cancel(self) -> None:
+        """Stop the request (closing the stream tells the provider); a no-op once it is done."""
+        self._reader.cancel()
+
+
+EarlyWork = asyncio.Task[tuple[Transcript, ReplyPrefetch | None]]
+
+
+@dataclass
+class EarlyTurn:
+    """The work begun at one pause: transcript first, then (maybe) the reply prefetch."""
+
+    silence_start: int  # the sample where the pause's silence began (VAD numbering)
+    work: EarlyWork
+
+    def cancel(self, reply_dropped: Callable[[], None]) -> None:
+        """Speech went on, or the session ended: stop the transcription and any reply it began."""
+        self.work.cancel()
+        self.work.add_done_callback(lambda task: _cancel_prefetch(task, reply_dropped))
+
+
+def _cancel_prefetch(task: EarlyWork, reply_dropped: Callable[[], None]) -> None:
+    # Collecting the outcome also keeps a failure that nobody wants from being logged as lost.
+    if task.cancelled() or task.exception() is not None:
+        return
+    _, prefetch = task.result()
+    if prefetch is not None:
+        prefetch.cancel()
+        reply_dropped()
