@@ -132,6 +132,28 @@ async def test_ota_hands_out_the_websocket_url(allinone: Server) -> None:
     assert bad == {"success": False, "message": "request error."}
 
 
+async def test_a_device_that_reports_its_language_at_ota_gets_a_session_in_it(allinone: Server) -> None:
+    async with httpx.AsyncClient(base_url=allinone.http) as client:
+        answer = await client.post(
+            "/xiaozhi/ota/",
+            json={"version": 2, "language": "zh-CN"},
+            headers={"Device-Id": "aa:bb:cc:00:00:0c", "Client-Id": "lang"},
+        )
+    url = answer.json()["websocket"]["url"]
+    assert url.endswith("/xiaozhi/v1/?language=zh")
+    headers = {"Device-Id": "aa:bb:cc:00:00:0c", "Client-Id": "lang"}
+    async with websockets.connect(url, additional_headers=headers) as ws:
+        await ws.send(json.dumps(HELLO))
+        assert (await _next_json(ws))["type"] == "hello"
+        for _ in range(50):  # the connect line is written as the session starts
+            if "aa:bb:cc:00:00:0c" in allinone.log_tail(400):
+                break
+            await asyncio.sleep(0.1)
+    assert "device aa:bb:cc:00:00:0c/" in allinone.log_tail(400)
+    line = next(x for x in allinone.log_tail(400).splitlines() if "device aa:bb:cc:00:00:0c/" in x)
+    assert "language zh" in line
+
+
 # --- bad input: each gets a clear answer and disturbs nobody else ---------------------------------
 
 

@@ -82,6 +82,9 @@ def test_unplaceable_audio_under_auto_falls_back_and_decodes_with_the_loop_guard
         assert result.language == "zh"
         engine.fallback_language = "en"
         assert engine.transcribe_batch([AsrItem(noise, "auto")])[0].language == "en"
+        # The device's own language comes first, per utterance, in one batch.
+        by_device = engine.transcribe_batch([AsrItem(noise, "auto", "zh"), AsrItem(noise, "auto", "")])
+        assert [t.language for t in by_device] == ["zh", "en"]
         english = engine.transcribe_batch([AsrItem(int16_to_float(clip("en_weather")), "auto")])[0]
         assert english.language == "en"  # a confident detection is kept
         # Reversed Mandarin falls back too and is decoded with the loop guards: without them it

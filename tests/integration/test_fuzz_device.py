@@ -85,7 +85,7 @@ class QuietVad:
 
 
 class EchoAsr:
-    async def transcribe(self, pcm: Any, language: Language) -> Transcript:
+    async def transcribe(self, pcm: Any, language: Language, fallback: str = "") -> Transcript:
         return Transcript("hello", "en", len(pcm) / 16000)
 
 

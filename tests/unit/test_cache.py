@@ -231,7 +231,7 @@ class CountingAsr:
         self.calls = 0
         self.fail = fail
 
-    async def transcribe(self, pcm: Int16Array, language: Language) -> Transcript:
+    async def transcribe(self, pcm: Int16Array, language: Language, fallback: str = "") -> Transcript:
         self.calls += 1
         if self.fail:
             raise ProviderUnavailableError("asr", "model crashed")

@@ -80,7 +80,7 @@ class FakeAsr:
         self.text, self.error = text, error
         self.heard: list[np.ndarray] = []
 
-    async def transcribe(self, pcm: np.ndarray, language: Language) -> Transcript:
+    async def transcribe(self, pcm: np.ndarray, language: Language, fallback: str = "") -> Transcript:
         self.heard.append(pcm)
         if self.error:
             raise self.error
@@ -400,7 +400,7 @@ class CountingAsr(FakeAsr):
         super().__init__()
         self.started: list[int] = []
 
-    async def transcribe(self, pcm: np.ndarray, language: Language) -> Transcript:
+    async def transcribe(self, pcm: np.ndarray, language: Language, fallback: str = "") -> Transcript:
         self.heard.append(pcm)
         self.started.append(len(pcm))
         await asyncio.sleep(0)  # done long before the next chunk (10 ms): no race with the script

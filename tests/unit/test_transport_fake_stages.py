@@ -126,7 +126,7 @@ class _FirstHangs:
     def __init__(self, name: str, first: asyncio.Future[str]) -> None:
         self.name, self.first = name, first
 
-    async def transcribe(self, pcm: np.ndarray, language: Language) -> Transcript:
+    async def transcribe(self, pcm: np.ndarray, language: Language, fallback: str = "") -> Transcript:
         if not self.first.done():
             self.first.set_result(self.name)
             await asyncio.Event().wait()
@@ -185,3 +185,20 @@ async def test_retry_elsewhere_tries_once_more_only_after_a_lost_connection() ->
 
     result, picked = await _run(always_lost)
     assert isinstance(result, ConnectionLost) and len(picked) == 2  # once more, not forever
+
+
+class _HeardLanguage(FakeAsr):
+    """Answers with the language and fallback it was asked for."""
+
+    async def transcribe(self, pcm: np.ndarray, language: Language, fallback: str = "") -> Transcript:
+        return Transcript(f"{language}/{fallback}", language, len(pcm) / 16000)
+
+
+async def test_the_devices_language_travels_with_an_asr_request_and_a_bad_one_is_refused() -> None:
+    async with replicas("asr", _HeardLanguage()) as (pool, _):
+        assert (await RemoteAsr(pool).transcribe(_voice(), "auto", "zh")).text == "auto/zh"
+        assert (await RemoteAsr(pool).transcribe(_voice(), "en")).text == "en/"
+        (connection,) = pool.connections.values()
+        for tag in ("auto/xx", "en/zh", "fr"):
+            with pytest.raises(ProviderUnavailableError, match="language must be"):
+                await connection.request(Kind.ASR_TRANSCRIBE, payload=wire.encode_asr_request(tag, _voice()))

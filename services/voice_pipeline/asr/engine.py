@@ -18,6 +18,7 @@ SAMPLE_RATE = 16000
 class AsrItem:
     pcm: npt.NDArray[np.float32]  # 16 kHz mono in [-1, 1]
     language: str  # "zh" | "en" | "auto"
+    fallback: str = ""  # under auto, the language of an unconfident detection ('' = the engine's)
 
     @property
     def seconds(self) -> float:

@@ -83,7 +83,9 @@ class AsrSettings(BaseModel):
         description="Under `auto`, a detected language below this probability falls back to fallback_language.",
     )
     fallback_language: str = Field(
-        "", description="Language of unconfident detections (default: the first of `languages`)."
+        "",
+        description="Language of unconfident detections from devices that gave no language of their own "
+        "(default: the first of `languages`).",
     )
     min_window_s: float = Field(
         MIN_WINDOW_S,

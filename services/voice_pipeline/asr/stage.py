@@ -103,8 +103,8 @@ class InProcessAsr:
         assert self._engine is not None
         return self._engine.transcribe_batch(items)
 
-    async def transcribe(self, pcm: Int16Array, language: Language) -> Transcript:
+    async def transcribe(self, pcm: Int16Array, language: Language, fallback: str = "") -> Transcript:
         assert self._batcher is not None, "use InProcessAsr as an async context manager"
         return await self._batcher.submit(
-            AsrItem(prepare_utterance(int16_to_float(pcm), self.settings), language)
+            AsrItem(prepare_utterance(int16_to_float(pcm), self.settings), language, fallback)
         )

@@ -14,7 +14,8 @@ max(`min_window_s`, longest utterance in the batch), in 5 s steps.
 Bad audio is bounded (issue 14, item 3; the decisions are pure functions in `decoding.py`): each
 utterance may decode at most `token_cap(seconds)` tokens, and a transcript that reaches it ending
 in a repetition loop keeps one copy of the repeated part; under `auto`, a language detection that
-gives no allowed language `language_min_probability` decodes in `fallback_language`, with the
+gives no allowed language `language_min_probability` decodes in the device's language (the
+request's `fallback`) or else `fallback_language`, with the
 repetition penalty and n-gram ban that stop loops (not used on confidently placed speech: they cost
 it accuracy).
 """
@@ -135,8 +136,11 @@ class WhisperEngine:
             for i in todo:
                 scores = {token.strip("<|>"): p for token, p in detections[i]}
                 detections_out[i] = {lang: scores.get(lang, 0.0) for lang in self.languages}
+                fallback = (
+                    items[i].fallback if items[i].fallback in self.languages else self.fallback_language
+                )
                 chosen[i], confident = choose_language(
-                    scores, self.languages, self.fallback_language, self.language_min_probability
+                    scores, self.languages, fallback, self.language_min_probability
                 )
                 guarded[i] = not confident
         self.last_detections = detections_out

@@ -19,7 +19,15 @@ from voice_pipeline.cache import keys
 from voice_pipeline.cache.guard import CacheUnavailable, GuardedBackend
 from voice_pipeline.common.audio import Int16Array
 from voice_pipeline.common.metrics import Metrics
-from voice_pipeline.common.stages import AsrStage, Language, SpeechAudio, SpeechRequest, Transcript, TtsStage
+from voice_pipeline.common.stages import (
+    AsrStage,
+    Language,
+    SpeechAudio,
+    SpeechRequest,
+    Transcript,
+    TtsStage,
+    asr_language_tag,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +81,14 @@ class CachedAsr:
         self.model_id = model_id
         self._cache = _ExactCache("asr", guard, metrics, ttl_s)
 
-    async def transcribe(self, pcm: Int16Array, language: Language) -> Transcript:
-        key = keys.asr_key(self.prefix, self.model_id, language, pcm)
+    async def transcribe(self, pcm: Int16Array, language: Language, fallback: str = "") -> Transcript:
+        key = keys.asr_key(self.prefix, self.model_id, asr_language_tag(language, fallback), pcm)
         data = await self._cache.get(key)
         if data is not None:
             cached = self._cache.decoded(key, data, keys.decode_transcript)
             if isinstance(cached, Transcript):
                 return cached
-        transcript = await self.inner.transcribe(pcm, language)
+        transcript = await self.inner.transcribe(pcm, language, fallback)
         await self._cache.put(key, keys.encode_transcript(transcript))
         return transcript
 

@@ -18,6 +18,30 @@ Language = Literal["zh", "en", "auto"]
 VAD_SAMPLE_RATE = 16000
 
 
+def spoken_language(tag: str) -> Literal["zh", "en", ""]:
+    """zh or en from a language tag or an Accept-Language value ("zh-CN", "en-US,en;q=0.9"):
+    the first one named; '' for any other language or none."""
+    first = tag.split(",", 1)[0].split(";", 1)[0].strip().lower()
+    primary = first.replace("_", "-").split("-", 1)[0]
+    return "zh" if primary == "zh" else "en" if primary == "en" else ""
+
+
+def asr_language_tag(language: Language, fallback: str) -> str:
+    """One string for what an ASR request asks: `auto/zh` = detect, and if unsure decode as zh.
+    Carried on the stage wire and in cache keys (the fallback can change the transcript)."""
+    return f"auto/{fallback}" if language == "auto" and fallback else language
+
+
+def parse_asr_language_tag(tag: str) -> tuple[Language, str]:
+    """(language, fallback) back from asr_language_tag; ValueError for anything else."""
+    language, _, fallback = tag.partition("/")
+    if language not in ("zh", "en", "auto") or (
+        fallback and (language != "auto" or fallback not in ("zh", "en"))
+    ):
+        raise ValueError(f"language must be zh, en, auto or auto/zh|en, not {tag!r}")
+    return language, fallback  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class VadEvent:
     """A speech boundary in one session's stream; `sample` counts samples fed since `open`."""
@@ -78,7 +102,10 @@ class VadStage(Protocol):
 
 
 class AsrStage(Protocol):
-    async def transcribe(self, pcm: Int16Array, language: Language) -> Transcript: ...
+    async def transcribe(self, pcm: Int16Array, language: Language, fallback: str = "") -> Transcript:
+        """`fallback` (zh, en or ''): the device's own language, decoded in when `auto` detection
+        cannot confidently choose ('' = the stage's configured fallback_language)."""
+        ...
 
 
 class LlmStage(Protocol):

@@ -410,9 +410,16 @@ async def _serve_device(
         nonlocal last_activity
         last_activity = time.monotonic()
 
-    conversation = Conversation(session_id, out, stages, settings, metrics, history_factory(), touch)
+    conversation = Conversation(
+        session_id, out, stages, settings, metrics, history_factory(), touch, identity.language
+    )
     await conversation.open()
-    log.info("device %s connected (protocol v%d)", tag, identity.protocol_version)
+    log.info(
+        "device %s connected (protocol v%d, language %s)",
+        tag,
+        identity.protocol_version,
+        identity.language or "not given",
+    )
     try:
         while not out.closed:
             remaining = settings.idle_timeout_s - (time.monotonic() - last_activity)

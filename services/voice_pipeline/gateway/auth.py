@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voice_pipeline.common.stages import spoken_language
+
 DEFAULT_EXPIRY_S = 30 * 24 * 3600
 
 
@@ -62,6 +64,10 @@ class DeviceIdentity:
     client_id: str
     token: str
     protocol_version: int
+    # The device's own language (zh, en or ''): a preference, not a credential. Our OTA answer puts
+    # the language the firmware reported into the WebSocket URL (`?language=zh`); a browser sends
+    # Accept-Language. ASR decodes in it when it cannot confidently tell the language.
+    language: str = ""
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ def extract_identity(headers: Mapping[str, str], query: Mapping[str, str]) -> De
         client_id=(h.get("client-id") or query.get("client-id", "")).strip(),
         token=token.strip(),
         protocol_version=version if version in (1, 2, 3) else 1,
+        language=spoken_language(query.get("language") or h.get("accept-language", "")),
     )
 
 

@@ -147,6 +147,7 @@ class Conversation:
         metrics: Metrics,
         history: ChatHistory,
         on_activity: Callable[[], None] = lambda: None,
+        device_language: str = "",
     ) -> None:
         self.session_id = session_id
         self.out = out
@@ -166,6 +167,9 @@ class Conversation:
         # uses them if its silence began at the same sample.
         self._early: EarlyTurn | None = None
         self._language: Language = self._parse_language(settings.language)
+        # The device's own language (auth.DeviceIdentity.language): what ASR falls back to when it
+        # cannot tell, and the language of a typed question when the server's is `auto`.
+        self._device_language = device_language
         self.last_turn: TurnTimes | None = None
         self._last_vad_complaint = -VAD_COMPLAINT_INTERVAL_S
         self._vad_open = False
@@ -298,7 +302,7 @@ class Conversation:
 
     async def _transcribe(self, utterance: Int16Array) -> Transcript:
         with self.stages.asr_load.track():
-            return await self.stages.asr.transcribe(utterance, self._language)
+            return await self.stages.asr.transcribe(utterance, self._language, self._device_language)
 
     def _take_early(self, silence_start: int) -> EarlyTurn | None:
         """The early work if the turn ends in the pause it was started at, else None (the user
@@ -374,7 +378,10 @@ class Conversation:
 
     async def _start_reply(self, text: str, times: TurnTimes, send_stt: bool) -> None:
         await self.cancel_reply(send_stop=False)
-        self._reply = asyncio.create_task(self._reply_to(text, times, self._language, send_stt))
+        language = (
+            self._device_language if self._language == "auto" and self._device_language else self._language
+        )
+        self._reply = asyncio.create_task(self._reply_to(text, times, language, send_stt))
 
     async def _reply_to(
         self,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voice_pipeline.common.stages import spoken_language
 from voice_pipeline.gateway.activation import Activations
 from voice_pipeline.gateway.auth import AuthSettings, device_allowed, make_token
 
@@ -58,8 +60,25 @@ def build_ota_response(
     reply: dict[str, Any] = {
         "server_time": {"timestamp": int(now * 1000), "timezone_offset": settings.timezone_offset_minutes},
         "firmware": {"version": settings.firmware_version, "url": settings.firmware_url},
-        "websocket": {"url": websocket_url, "token": token, "version": settings.binary_protocol_version},
+        "websocket": {
+            "url": with_device_language(websocket_url, h, body),
+            "token": token,
+            "version": settings.binary_protocol_version,
+        },
     }
     if activation is not None:
         reply["activation"] = activation
     return reply
+
+
+def with_device_language(url: str, headers: Mapping[str, str], body: Mapping[str, Any]) -> str:
+    """The WebSocket URL with `language=zh|en` when the firmware told us its language (the body's
+    `language`, else Accept-Language): the session then knows it without any state on the server,
+    whichever gateway replica the device connects to. Unchanged for other languages."""
+    reported = body.get("language")
+    language = spoken_language(reported if isinstance(reported, str) else headers.get("accept-language", ""))
+    if not language:
+        return url
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "language"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("language", language)])))

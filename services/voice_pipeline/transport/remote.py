@@ -26,6 +26,7 @@ from voice_pipeline.common.stages import (
     SpeechRequest,
     Transcript,
     VadEvent,
+    asr_language_tag,
 )
 from voice_pipeline.transport import wire
 from voice_pipeline.transport.client import ConnectionLost, StageConnection
@@ -130,8 +131,8 @@ class RemoteAsr:
     def __init__(self, pool: ReplicaPool) -> None:
         self.pool = pool
 
-    async def transcribe(self, pcm: Int16Array, language: Language) -> Transcript:
-        payload = wire.encode_asr_request(language, pcm)
+    async def transcribe(self, pcm: Int16Array, language: Language, fallback: str = "") -> Transcript:
+        payload = wire.encode_asr_request(asr_language_tag(language, fallback), pcm)
 
         async def attempt(target: StageConnection) -> Frame:
             return await target.request(Kind.ASR_TRANSCRIBE, payload=payload)

@@ -29,6 +29,7 @@ from voice_pipeline.common.stages import (
     SpeechRequest,
     TtsStage,
     VadStage,
+    parse_asr_language_tag,
 )
 from voice_pipeline.transport import wire
 from voice_pipeline.transport.wire import Frame, Kind
@@ -166,10 +167,12 @@ class StreamConnection:
             await self._vad(frame, cast(VadStage, self.served))
         elif kind == Kind.ASR_TRANSCRIBE:
             asr = cast(AsrStage, self.served)
-            language, pcm = wire.decode_asr_request(frame.payload)
-            if language not in ("zh", "en", "auto"):
-                raise BadRequest(f"language must be zh, en or auto, not {language!r}")
-            transcript = await asr.transcribe(pcm, language)  # type: ignore[arg-type]
+            tag, pcm = wire.decode_asr_request(frame.payload)
+            try:
+                language, fallback = parse_asr_language_tag(tag)
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
+            transcript = await asr.transcribe(pcm, language, fallback)
             body = {
                 "text": transcript.text,
                 "language": transcript.language,

@@ -47,7 +47,7 @@ class Kind(IntEnum):
     VAD_FEED = 2  # session, payload: PCM -> VAD_EVENTS
     VAD_RESET = 3  # session -> OK
     VAD_CLOSE = 4  # session -> OK
-    ASR_TRANSCRIBE = 10  # payload: language + PCM -> TRANSCRIPT
+    ASR_TRANSCRIBE = 10  # payload: language tag (zh, en, auto, auto/zh, auto/en) + PCM -> TRANSCRIPT
     LLM_CHAT = 20  # payload: JSON messages -> TEXT* END
     TTS_SYNTHESIZE = 30  # payload: JSON speech request -> AUDIO* END
     CANCEL = 40  # request: stop that request (barge-in); no answer
