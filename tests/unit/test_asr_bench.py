@@ -81,3 +81,34 @@ def test_turn_cuts_follow_the_gateway_pause_and_end() -> None:
     assert cuts.end == 52 * WINDOW  # 350 ms = 11 windows of it
     assert cuts.dropped == 1  # the early run at the first pause, thrown away
     assert turn_cuts([0.0] * 30, preroll=0) is None  # no speech, no turn
+
+
+def test_the_uplink_is_the_devices_opus_round_trip() -> None:
+    from voice_pipeline.bench.asr_bench import opus_uplink
+
+    t = np.arange(16000) / 16000
+    tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+    coded = opus_uplink(tone)
+    assert coded.dtype == np.int16
+    assert len(tone) <= len(coded) < len(tone) + 960  # whole 60 ms frames, the last one padded
+    assert not np.array_equal(coded[: len(tone)], tone)  # lossy: it really went through Opus
+    level = float(np.sqrt(np.mean(coded.astype(np.float64) ** 2)))
+    assert 0.5 * 8000 / np.sqrt(2) < level < 1.5 * 8000 / np.sqrt(2)  # the tone survives
+
+
+def test_the_uplink_section_reports_both_rates_or_says_it_was_not_measured() -> None:
+    from voice_pipeline.bench.asr_docs import uplink_lines
+
+    record = {
+        "uplink": {
+            "clips": 3, "wer_en_bare": 0.028, "wer_en_opus": 0.044, "cer_zh_bare": 0.294,
+            "cer_zh_opus": 0.353, "changed": 1,
+            "changed_examples": [
+                {"name": "en_1", "reference": "Skip this track.", "bare": "Let's get this track.", "opus": "Skip this track."}
+            ],
+        }
+    }  # fmt: skip
+    text = "\n".join(uplink_lines(record))
+    assert "| through the Opus uplink | 4.4% | 35.3% |" in text and "| bare clip | 2.8% | 29.4% |" in text
+    assert "| Skip this track. | Let's get this track. | Skip this track. |" in text
+    assert "Not measured in this record" in "\n".join(uplink_lines({}))

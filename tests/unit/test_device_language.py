@@ -106,10 +106,3 @@ async def test_asr_falls_back_to_the_devices_language() -> None:
     await speak(unknown)
     await wait_reply(unknown)
     assert asr.asked == [("auto", "")]  # the ASR stage's own fallback_language decides
-
-
-async def test_a_typed_question_is_answered_in_the_devices_language() -> None:
-    conv, _, llm = _conversation("zh")
-    await conv.detect("你好")
-    await wait_reply(conv)
-    assert llm.seen[0][0].content == "中文提示"

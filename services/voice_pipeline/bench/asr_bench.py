@@ -9,7 +9,9 @@ Three measurements, one record (bench/results/<date>-asr.json, kind "asr-accurac
   penalties, the old fixed cap) and with the current one;
 - endpointing: Silero VAD + the segmenter over the clips with trailing silence, for several
   end-of-turn silences: utterances cut before their end, and the delay from the end of speech to
-  the end-of-turn event.
+  the end-of-turn event;
+- the uplink: the same clips after the device's Opus uplink (encoded as the simulator encodes
+  them, decoded as the gateway does), default decoding: what every device's speech goes through.
 
 CPU is process CPU time (user + system, every thread of CTranslate2 included): the machine is
 shared, so wall time moves with the neighbours' load while CPU time mostly does not. The load
@@ -30,7 +32,7 @@ import numpy.typing as npt
 
 from voice_pipeline.bench.asr_set import Clip, audio
 from voice_pipeline.bench.asr_text import error_rate, tokens
-from voice_pipeline.common.audio import int16_to_float, last_voiced_sample
+from voice_pipeline.common.audio import Int16Array, int16_to_float, last_voiced_sample
 
 F32 = npt.NDArray[np.float32]
 
@@ -191,6 +193,52 @@ def accuracy_run(
         if progress and (i + 1) % 50 == 0:
             progress(f"{i + 1}/{len(clips)}")
     return rows
+
+
+def opus_uplink(pcm: Int16Array) -> Int16Array:
+    """A clip as the gateway hears it from a device: the simulator's Opus packets (16 kHz, 60 ms
+    frames), decoded by the gateway's decoder."""
+    from voice_pipeline.common.audio import OpusDecoder
+    from voice_pipeline.simulator.device import FRAME_MS, UPLINK_RATE, encode_clip
+
+    decoder = OpusDecoder(UPLINK_RATE, FRAME_MS)
+    return np.concatenate([decoder.decode(packet) for packet in encode_clip(pcm).frames])
+
+
+def uplink_run(engine: Any, clips: Sequence[Clip], say: Callable[[str], None]) -> dict[str, Any]:
+    """WER/CER of the clips through the Opus uplink (default decoding), and the transcripts it
+    changed against the bare clip."""
+    rows = []
+    for i, clip in enumerate(clips, 1):
+        pcm = audio(clip)
+        bare = transcribe_timed(engine, int16_to_float(pcm), "auto")["text"]
+        coded = transcribe_timed(engine, int16_to_float(opus_uplink(pcm)), "auto")["text"]
+        rows.append(
+            {
+                "name": clip.name,
+                "language": clip.language,
+                "reference": clip.text,
+                "bare": bare,
+                "opus": coded,
+            }
+        )
+        if i % 50 == 0:
+            say(f"uplink {i}/{len(clips)}")
+
+    def rate(language: str, key: str) -> float:
+        chosen = [r for r in rows if r["language"] == language]
+        return error_rate([(tokens(r["reference"], language), tokens(r[key], language)) for r in chosen])
+
+    changed = [r for r in rows if r["bare"] != r["opus"]]
+    return {
+        "clips": len(rows),
+        "wer_en_bare": rate("en", "bare"),
+        "wer_en_opus": rate("en", "opus"),
+        "cer_zh_bare": rate("zh", "bare"),
+        "cer_zh_opus": rate("zh", "opus"),
+        "changed": len(changed),
+        "changed_examples": [{k: r[k] for k in ("name", "reference", "bare", "opus")} for r in changed[:10]],
+    }
 
 
 def garbled_clips(clips: Sequence[Clip], seed: int = 14) -> list[tuple[str, F32, str]]:
@@ -486,6 +534,8 @@ def run(
     say("early transcription: the first turn cut at its pause and at its end, default decoding")
     early_rows = early_run(engine_for(default_decoding(), threads), english + chinese, say)
     record["early"] = {"summary": early_summary(early_rows), "load_average_after": load_average()}
+    say("the device's Opus uplink: every clip encoded and decoded, default decoding")
+    record["uplink"] = uplink_run(engine_for(default_decoding(), threads), english + chinese, say)
     garbled = garbled_clips(clips)
     record["garbled"] = {}
     for decoding in (PREVIOUS, unbounded(default_decoding()), default_decoding()):

@@ -126,6 +126,34 @@ def early_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def uplink_lines(record: dict[str, Any]) -> list[str]:
+    uplink = record.get("uplink")
+    if not uplink:
+        return [
+            "### The device's Opus uplink",
+            "",
+            "Not measured in this record (a run from before the measurement existed).",
+        ]
+    lines = [
+        "### The device's Opus uplink",
+        "",
+        "Every device sends Opus (16 kHz, 60 ms frames). The same clips encoded as the simulator "
+        "encodes them and decoded as the gateway does, default decoding, against the bare clips:",
+        "",
+        "| | WER English | CER Chinese |",
+        "|---|---|---|",
+        f"| bare clip | {_pct(uplink['wer_en_bare'])} | {_pct(uplink['cer_zh_bare'])} |",
+        f"| through the Opus uplink | {_pct(uplink['wer_en_opus'])} | {_pct(uplink['cer_zh_opus'])} |",
+        "",
+        f"The uplink changed {uplink['changed']} of {uplink['clips']} transcripts"
+        + (":" if uplink["changed_examples"] else "."),
+    ]
+    if uplink["changed_examples"]:
+        lines += ["", "| reference | bare clip | through Opus |", "|---|---|---|"]
+        lines += [f"| {d['reference']} | {d['bare']} | {d['opus']} |" for d in uplink["changed_examples"]]
+    return lines
+
+
 def asr_lines(record: dict[str, Any] | None, machine_text: str = "") -> list[str]:
     if record is None:
         return ["## ASR accuracy and cost", "", "No `make bench-asr` run recorded yet.", ""]
@@ -162,6 +190,7 @@ def asr_lines(record: dict[str, Any] | None, machine_text: str = "") -> list[str
     early = early_lines(record)
     if early:
         lines += [*early, ""]
+    lines += [*uplink_lines(record), ""]
     garbled = garbled_table(record)
     if garbled:
         lines += [

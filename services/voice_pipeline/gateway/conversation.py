@@ -168,7 +168,7 @@ class Conversation:
         self._early: EarlyTurn | None = None
         self._language: Language = self._parse_language(settings.language)
         # The device's own language (auth.DeviceIdentity.language): what ASR falls back to when it
-        # cannot tell, and the language of a typed question when the server's is `auto`.
+        # cannot tell. (Typed text keeps `auto`: its script, not the device, says its language.)
         self._device_language = device_language
         self.last_turn: TurnTimes | None = None
         self._last_vad_complaint = -VAD_COMPLAINT_INTERVAL_S
@@ -378,10 +378,7 @@ class Conversation:
 
     async def _start_reply(self, text: str, times: TurnTimes, send_stt: bool) -> None:
         await self.cancel_reply(send_stop=False)
-        language = (
-            self._device_language if self._language == "auto" and self._device_language else self._language
-        )
-        self._reply = asyncio.create_task(self._reply_to(text, times, language, send_stt))
+        self._reply = asyncio.create_task(self._reply_to(text, times, self._language, send_stt))
 
     async def _reply_to(
         self,
