@@ -137,8 +137,9 @@ def uplink_lines(record: dict[str, Any]) -> list[str]:
     lines = [
         "### The device's Opus uplink",
         "",
-        "Every device sends Opus (16 kHz, 60 ms frames). The same clips encoded as the simulator "
-        "encodes them and decoded as the gateway does, default decoding, against the bare clips:",
+        "Every device sends Opus (16 kHz, 60 ms frames; the xiaozhi firmware encodes with complexity 5, "
+        "as the simulator does). The same clips encoded as the simulator encodes them and decoded as the "
+        "gateway does, default decoding, against the bare clips:",
         "",
         "| | WER English | CER Chinese |",
         "|---|---|---|",

@@ -23,6 +23,11 @@ from voice_pipeline.turn.sentences import join_sentences
 
 FRAME_MS = 60
 UPLINK_RATE = 16000
+# The xiaozhi firmware's encoder (OpusEncoder::Configure): VOIP, complexity 5, DTX on. We encode
+# the same way so the server hears what a device sends; DTX is not simulated (silence frames are
+# sent in full). Complexity 5 against libopus's default 9 costs whisper-base accuracy on the ASR
+# test set (docs/benchmarks.md, "The device's Opus uplink").
+UPLINK_COMPLEXITY = 5
 SILENCE_AFTER_S = 3.0
 REPLY_STALL_S = 10.0  # a reply that stops sending audio this long past its playback has stalled
 HELLO_TIMEOUT_S = 10.0
@@ -63,7 +68,7 @@ class EncodedClip:
 
 
 def encode_clip(pcm: Int16Array, name: str = "", language: str = "") -> EncodedClip:
-    encoder = OpusEncoder(UPLINK_RATE, FRAME_MS)
+    encoder = OpusEncoder(UPLINK_RATE, FRAME_MS, complexity=UPLINK_COMPLEXITY)
     frames = encoder.encode_all(pcm)
     silence = encoder.encode(np.zeros(encoder.frame_size, np.int16))
     return EncodedClip(frames, silence, len(frames) * FRAME_MS / 1000, name, language)
@@ -123,7 +128,7 @@ class SimulatedDevice:
         self.session_id = ""
         self.downlink_rate = 24000
         self._ws: Any = None
-        self._encoder = OpusEncoder(UPLINK_RATE, FRAME_MS)
+        self._encoder = OpusEncoder(UPLINK_RATE, FRAME_MS, complexity=UPLINK_COMPLEXITY)
         self._decoder: OpusDecoder | None = None
         self._inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
