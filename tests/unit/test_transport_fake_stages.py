@@ -19,7 +19,7 @@ from voice_pipeline.common.stages import ChatMessage, Language, ServedStage, Spe
 from voice_pipeline.stagehost.app import create_stage_app
 from voice_pipeline.stagehost.settings import ServiceSettings
 from voice_pipeline.transport import remote, wire
-from voice_pipeline.transport.client import ConnectionLost, StageConnection
+from voice_pipeline.transport.client import ConnectionLost, RequestRefused, StageConnection
 from voice_pipeline.transport.pool import ReplicaPool
 from voice_pipeline.transport.remote import RemoteAsr, RemoteLlm, RemoteTts, RemoteVad
 from voice_pipeline.transport.wire import Kind
@@ -202,3 +202,29 @@ async def test_the_devices_language_travels_with_an_asr_request_and_a_bad_one_is
         for tag in ("auto/xx", "en/zh", "fr"):
             with pytest.raises(ProviderUnavailableError, match="language must be"):
                 await connection.request(Kind.ASR_TRANSCRIBE, payload=wire.encode_asr_request(tag, _voice()))
+
+
+class _OlderReplica(FakeAsr):
+    """An ASR replica from before the device-language tag: refuses `auto/zh` as its parser did."""
+
+    def __init__(self) -> None:
+        super().__init__("older")
+        self.asked: list[tuple[str, str]] = []
+
+    async def transcribe(self, pcm: np.ndarray, language: Language, fallback: str = "") -> Transcript:
+        from voice_pipeline.transport.server import BadRequest
+
+        self.asked.append((language, fallback))
+        if fallback:
+            raise BadRequest(f"language must be zh, en or auto, not '{language}/{fallback}'")
+        return await super().transcribe(pcm, language)
+
+
+async def test_an_older_asr_replica_is_asked_again_without_the_devices_language() -> None:
+    older = _OlderReplica()
+    async with replicas("asr", older) as (pool, _):
+        assert (await RemoteAsr(pool).transcribe(_voice(), "auto", "zh")).text == "older"
+        assert older.asked == [("auto", "zh"), ("auto", "")]
+        (connection,) = pool.connections.values()
+        with pytest.raises(RequestRefused, match="bad_request"):  # what the retry above recognises
+            await connection.request(Kind.ASR_TRANSCRIBE, payload=wire.encode_asr_request("fr", _voice()))

@@ -31,6 +31,11 @@ class ConnectionLost(ProviderUnavailableError):
     """The replica went away while a request was in flight (safe to retry elsewhere)."""
 
 
+class RequestRefused(ProviderUnavailableError):
+    """The replica answered `bad_request`: it cannot do what the frame asks (a malformed frame, or
+    a replica of an older version that does not know a newer field)."""
+
+
 def error_from_frame(stage: str, address: str, frame: Frame) -> VoicePipelineError:
     """Translate an ERROR frame into the exception the in-process stage would have raised."""
     try:
@@ -43,6 +48,8 @@ def error_from_frame(stage: str, address: str, frame: Frame) -> VoicePipelineErr
         return OverloadedError(
             str(body.get("stage") or stage), int(queue_size) if isinstance(queue_size, int) else 0
         )
+    if code == wire.ERROR_BAD_REQUEST:
+        return RequestRefused(f"{stage}@{address}", f"{code}: {message}")
     return ProviderUnavailableError(f"{stage}@{address}", f"{code}: {message}")
 
 

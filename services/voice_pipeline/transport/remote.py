@@ -29,7 +29,7 @@ from voice_pipeline.common.stages import (
     asr_language_tag,
 )
 from voice_pipeline.transport import wire
-from voice_pipeline.transport.client import ConnectionLost, StageConnection
+from voice_pipeline.transport.client import ConnectionLost, RequestRefused, StageConnection
 from voice_pipeline.transport.pool import ReplicaPool
 from voice_pipeline.transport.wire import Frame, Kind
 
@@ -132,7 +132,17 @@ class RemoteAsr:
         self.pool = pool
 
     async def transcribe(self, pcm: Int16Array, language: Language, fallback: str = "") -> Transcript:
-        payload = wire.encode_asr_request(asr_language_tag(language, fallback), pcm)
+        try:
+            return await self._transcribe(asr_language_tag(language, fallback), pcm)
+        except RequestRefused:
+            if not fallback:
+                raise
+            # An ASR replica from before the device-language tag (mid rolling upgrade) refuses
+            # `auto/zh`: ask as it understands, without the device's language.
+            return await self._transcribe(language, pcm)
+
+    async def _transcribe(self, tag: str, pcm: Int16Array) -> Transcript:
+        payload = wire.encode_asr_request(tag, pcm)
 
         async def attempt(target: StageConnection) -> Frame:
             return await target.request(Kind.ASR_TRANSCRIBE, payload=payload)
