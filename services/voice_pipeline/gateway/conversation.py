@@ -298,7 +298,8 @@ class Conversation:
         if not self.settings.early_reply or not text or text in self.settings.exit_commands:
             return transcript, None
         messages = self.history.messages(text, transcript.language)
-        return transcript, ReplyPrefetch(messages, self.stages.llm.stream_chat(messages))
+        stream = self.stages.llm.stream_chat(messages)
+        return transcript, ReplyPrefetch(messages, stream, self._count_early_reply)
 
     async def _transcribe(self, utterance: Int16Array) -> Transcript:
         with self.stages.asr_load.track():
@@ -318,17 +319,17 @@ class Conversation:
         if self._early is not None:
             early, self._early = self._early, None
             self.metrics.early_asr.labels("dropped").inc()
-            early.cancel(reply_dropped=self._reply_dropped)
+            early.cancel()
 
-    def _reply_dropped(self) -> None:
-        self.metrics.early_reply.labels("dropped").inc()
+    def _count_early_reply(self, result: str) -> None:
+        self.metrics.early_reply.labels(result).inc()
 
     async def _end_of_speech(self, utterance: Int16Array, early: EarlyTurn | None = None) -> None:
         times = TurnTimes(speech_end=time.monotonic())
         if len(utterance) < self.settings.min_utterance_ms * VAD_SAMPLE_RATE // 1000:
             log.debug("session %s: %d ms utterance ignored", self.session_id, len(utterance) // 16)
             if early is not None:
-                early.cancel(reply_dropped=self._reply_dropped)
+                early.cancel()
             return
         # The utterance ends with the latest chunk: its last voiced frame reached us that much
         # audio time before the chunk did (devices send in real time).
@@ -372,9 +373,7 @@ class Conversation:
             await self._reply_to(text, times, transcript.language, send_stt=True, prefetch=prefetch)
         finally:
             if prefetch is not None:
-                prefetch.cancel()  # a no-op once the reply has read it all
-                if not prefetch.taken:  # the turn stopped before its reply began
-                    self._reply_dropped()
+                prefetch.cancel()  # a no-op once the reply has read it all; else it was dropped
 
     async def _start_reply(self, text: str, times: TurnTimes, send_stt: bool) -> None:
         await self.cancel_reply(send_stop=False)
@@ -467,9 +466,8 @@ class Conversation:
         messages = self.history.messages(text, language)
         if prefetch is not None:
             if prefetch.messages == messages:
-                self.metrics.early_reply.labels("used").inc()
                 return prefetch.take()
-            prefetch.cancel()  # counted as dropped when the turn is over
+            prefetch.cancel()
         return timed(self.stages.llm.stream_chat(messages))
 
     async def _write(

@@ -2,9 +2,9 @@
 
 At `pause_ms` of silence (VadSettings, 128 ms) the gateway transcribes the utterance so far and,
 when the transcript is something to answer and `gateway.early_reply` is on (off by default, see
-GatewaySettings), starts the language model on it, buffering the reply. If the turn then ends in that same silence (`min_silence_ms`, 350 ms), both
-are the turn's: the transcript and part of the model's time to first token are spent while the
-VAD's end-of-turn wait runs anyway. If speech goes on instead, both are cancelled; a dropped early
+GatewaySettings), starts the language model on it, buffering the reply. If the turn then ends in
+that same silence (`min_silence_ms`, 350 ms), both are the turn's: the transcript and part of the
+model's time to first token are spent while the VAD's end-of-turn wait runs anyway. If speech goes on instead, both are cancelled; a dropped early
 reply costs the provider one prompt and the few tokens it wrote before the cancel. Nothing reaches
 the device, the history or the caches before the turn is over.
 
@@ -74,11 +74,16 @@ class ReplyPrefetch:
     A task reads the stream into a buffer (unbounded: a reply is a few sentences, max_tokens caps
     it) with each delta's arrival time, so the turn's first-token stamp is when the token came,
     not when the turn took it. A failure of the stream is handed to whoever takes the reply: the
-    same error a request started at the end of the turn would have met."""
+    same error a request started at the end of the turn would have met.
 
-    def __init__(self, messages: list[ChatMessage], stream: AsyncIterator[str]) -> None:
+    `outcome` is told once what became of it: "used" (a turn took it) or "dropped" (cancelled
+    before any turn did)."""
+
+    def __init__(
+        self, messages: list[ChatMessage], stream: AsyncIterator[str], outcome: Callable[[str], None]
+    ) -> None:
         self.messages = messages  # what the model was asked: valid only if the turn would ask the same
-        self.taken = False
+        self._outcome: Callable[[str], None] | None = outcome
         self._buffer: asyncio.Queue[TimedDelta | Exception | None] = asyncio.Queue()
         self._reader = asyncio.create_task(self._read(stream))
 
@@ -93,7 +98,7 @@ class ReplyPrefetch:
 
     def take(self) -> AsyncIterator[TimedDelta]:
         """The reply for the turn (once): buffered part first, then the rest as it comes."""
-        self.taken = True
+        self._settle("used")
         return self._deltas()
 
     async def _deltas(self) -> AsyncIterator[TimedDelta]:
@@ -106,8 +111,15 @@ class ReplyPrefetch:
             self.cancel()  # the taker stopped early (barge-in, a failure): so does the request
 
     def cancel(self) -> None:
-        """Stop the request (closing the stream tells the provider); a no-op once it is done."""
+        """Stop the request (closing the stream tells the provider); a no-op once it is done.
+        Cancelled before a turn took it, it was dropped."""
         self._reader.cancel()
+        self._settle("dropped")
+
+    def _settle(self, result: str) -> None:
+        outcome, self._outcome = self._outcome, None
+        if outcome is not None:
+            outcome(result)
 
 
 EarlyWork = asyncio.Task[tuple[Transcript, ReplyPrefetch | None]]
@@ -120,17 +132,16 @@ class EarlyTurn:
     silence_start: int  # the sample where the pause's silence began (VAD numbering)
     work: EarlyWork
 
-    def cancel(self, reply_dropped: Callable[[], None]) -> None:
+    def cancel(self) -> None:
         """Speech went on, or the session ended: stop the transcription and any reply it began."""
         self.work.cancel()
-        self.work.add_done_callback(lambda task: _cancel_prefetch(task, reply_dropped))
+        self.work.add_done_callback(_cancel_prefetch)
 
 
-def _cancel_prefetch(task: EarlyWork, reply_dropped: Callable[[], None]) -> None:
+def _cancel_prefetch(task: EarlyWork) -> None:
     # Collecting the outcome also keeps a failure that nobody wants from being logged as lost.
     if task.cancelled() or task.exception() is not None:
         return
     _, prefetch = task.result()
     if prefetch is not None:
         prefetch.cancel()
-        reply_dropped()
