@@ -1,4 +1,5 @@
-"""Shared helpers for integration tests: clips, words, a one-shot ASR for reply audio."""
+"""Shared helpers for integration tests: clips, words, one spoken turn, a one-shot ASR for reply
+audio."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from voice_pipeline.common.audio import Int16Array, int16_to_float, read_wav, resample
+from voice_pipeline.simulator.device import SimulatedDevice, TurnResult
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -16,6 +18,16 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 def clip(name: str) -> Int16Array:
     pcm, rate = read_wav(FIXTURES / f"{name}.wav")
     return resample(pcm, rate, 16000)
+
+
+async def one_turn(url: str, name: str, timeout: float = 90) -> TurnResult:
+    """A fresh simulated device speaks the fixture clip `name` once and hangs up."""
+    device = SimulatedDevice(url)
+    await device.connect()
+    try:
+        return await device.turn(clip(name), timeout=timeout)
+    finally:
+        await device.close()
 
 
 def words(text: str) -> set[str]:

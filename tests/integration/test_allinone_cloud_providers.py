@@ -13,10 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from voice_pipeline.simulator.device import SimulatedDevice
-
 from .conftest import start_server, stop_server
-from .helpers import clip
+from .helpers import one_turn
 from .provider_servers import SECRET, Control, anthropic_app, openai_audio_app, refused_url, serve
 
 pytestmark = pytest.mark.integration
@@ -64,12 +62,7 @@ async def test_turn_through_cloud_providers_with_failover(tmp_path: Path) -> Non
         # Started from a thread: this event loop keeps serving the provider stand-ins meanwhile.
         server = await asyncio.to_thread(start_server, tmp_path, env)
         try:
-            device = SimulatedDevice(server.url)
-            await device.connect()
-            try:
-                result = await device.turn(clip("en_hello"), timeout=90)
-            finally:
-                await device.close()
+            result = await one_turn(server.url, "en_hello")
             async with httpx.AsyncClient() as client:
                 metrics = (await client.get(f"{server.http}/metrics")).text
         finally:

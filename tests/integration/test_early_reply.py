@@ -10,10 +10,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from voice_pipeline import contract as c
-from voice_pipeline.simulator.device import SimulatedDevice
 
 from .conftest import Server, start_server, stop_server
-from .helpers import clip, words
+from .helpers import one_turn, words
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +39,7 @@ async def _counts(server: Server) -> dict[tuple[str, str], float]:
 
 
 async def test_a_question_that_ends_at_its_pause_is_answered_by_the_early_request(early: Server) -> None:
-    device = SimulatedDevice(early.url)
-    await device.connect()
-    try:
-        result = await device.turn(clip("en_weather"), timeout=120)
-    finally:
-        await device.close()
+    result = await one_turn(early.url, "en_weather", timeout=120)
     assert not result.error, result.error
     # Not the exact text: whisper-base's reading of this espeak clip depends on the Opus encoder's
     # settings (docs/benchmarks.md, "The device's Opus uplink"); the early reply is what is tested.
