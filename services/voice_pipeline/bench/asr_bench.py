@@ -23,7 +23,7 @@ from __future__ import annotations
 import resource
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,6 +157,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+def rate_of(rows: Sequence[dict[str, Any]], language: str, key: str = "text") -> float:
+    """WER (en) or CER (zh) over the rows in `language`: their reference against `row[key]`."""
+    chosen = [r for r in rows if r["ref_language"] == language]
+    return error_rate([(tokens(r["reference"], language), tokens(r[key], language)) for r in chosen])
+
+
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     en = [r for r in rows if r["ref_language"] == "en"]
     zh = [r for r in rows if r["ref_language"] == "zh"]
@@ -165,8 +171,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     seconds = sum(r["seconds"] for r in rows)
     return {
         "utterances": len(rows),
-        "wer_en": error_rate([(tokens(r["reference"], "en"), tokens(r["text"], "en")) for r in en]),
-        "cer_zh": error_rate([(tokens(r["reference"], "zh"), tokens(r["text"], "zh")) for r in zh]),
+        "wer_en": rate_of(rows, "en"),
+        "cer_zh": rate_of(rows, "zh"),
         "en_utterances": len(en),
         "zh_utterances": len(zh),
         "exact_en": sum(tokens(r["reference"], "en") == tokens(r["text"], "en") for r in en),
@@ -205,37 +211,33 @@ def opus_uplink(pcm: Int16Array) -> Int16Array:
     return np.concatenate([decoder.decode(packet) for packet in encode_clip(pcm).frames])
 
 
-def uplink_run(engine: Any, clips: Sequence[Clip], say: Callable[[str], None]) -> dict[str, Any]:
-    """WER/CER of the clips through the Opus uplink (default decoding), and the transcripts it
-    changed against the bare clip."""
+def uplink_run(
+    engine: Any, clips: Sequence[Clip], bare: Mapping[str, str], say: Callable[[str], None]
+) -> dict[str, Any]:
+    """WER/CER of the clips through the Opus uplink (default decoding), against `bare` (clip name
+    -> the same decoding's transcript of the bare clip, from the accuracy run), and the
+    transcripts the uplink changed."""
     rows = []
     for i, clip in enumerate(clips, 1):
-        pcm = audio(clip)
-        bare = transcribe_timed(engine, int16_to_float(pcm), "auto")["text"]
-        coded = transcribe_timed(engine, int16_to_float(opus_uplink(pcm)), "auto")["text"]
+        coded = transcribe_timed(engine, int16_to_float(opus_uplink(audio(clip))), "auto")["text"]
         rows.append(
             {
                 "name": clip.name,
-                "language": clip.language,
+                "ref_language": clip.language,
                 "reference": clip.text,
-                "bare": bare,
+                "bare": bare[clip.name],
                 "opus": coded,
             }
         )
         if i % 50 == 0:
             say(f"uplink {i}/{len(clips)}")
-
-    def rate(language: str, key: str) -> float:
-        chosen = [r for r in rows if r["language"] == language]
-        return error_rate([(tokens(r["reference"], language), tokens(r[key], language)) for r in chosen])
-
     changed = [r for r in rows if r["bare"] != r["opus"]]
     return {
         "clips": len(rows),
-        "wer_en_bare": rate("en", "bare"),
-        "wer_en_opus": rate("en", "opus"),
-        "cer_zh_bare": rate("zh", "bare"),
-        "cer_zh_opus": rate("zh", "opus"),
+        "wer_en_bare": rate_of(rows, "en", "bare"),
+        "wer_en_opus": rate_of(rows, "en", "opus"),
+        "cer_zh_bare": rate_of(rows, "zh", "bare"),
+        "cer_zh_opus": rate_of(rows, "zh", "opus"),
         "changed": len(changed),
         "changed_examples": [{k: r[k] for k in ("name", "reference", "bare", "opus")} for r in changed[:10]],
     }
@@ -455,21 +457,16 @@ def early_run(engine: Any, clips: Sequence[Clip], say: Callable[[str], None]) ->
 
 def early_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """WER/CER with and without early transcription, and how often it was used."""
-
-    def rate(language: str, key: str) -> float:
-        chosen = [r for r in rows if r["ref_language"] == language]
-        return error_rate([(tokens(r["reference"], language), tokens(r[key], language)) for r in chosen])
-
     used = [r for r in rows if r["early_used"]]
     return {
         "turns": len(rows),
         "early_used": len(used),
         "differ": sum(1 for r in used if r["text_early"] != r["text_end"]),
         "dropped": sum(r["early_dropped"] for r in rows),
-        "wer_en_early": rate("en", "text_early"),
-        "wer_en_end": rate("en", "text_end"),
-        "cer_zh_early": rate("zh", "text_early"),
-        "cer_zh_end": rate("zh", "text_end"),
+        "wer_en_early": rate_of(rows, "en", "text_early"),
+        "wer_en_end": rate_of(rows, "en", "text_end"),
+        "cer_zh_early": rate_of(rows, "zh", "text_early"),
+        "cer_zh_end": rate_of(rows, "zh", "text_end"),
         "differing": [
             {k: r[k] for k in ("name", "text_early", "text_end")}
             for r in used
@@ -535,7 +532,8 @@ def run(
     early_rows = early_run(engine_for(default_decoding(), threads), english + chinese, say)
     record["early"] = {"summary": early_summary(early_rows), "load_average_after": load_average()}
     say("the device's Opus uplink: every clip encoded and decoded, default decoding")
-    record["uplink"] = uplink_run(engine_for(default_decoding(), threads), english + chinese, say)
+    bare = {row["name"]: row["text"] for row in record["decodings"]["default"]["rows"]}
+    record["uplink"] = uplink_run(engine_for(default_decoding(), threads), english + chinese, bare, say)
     garbled = garbled_clips(clips)
     record["garbled"] = {}
     for decoding in (PREVIOUS, unbounded(default_decoding()), default_decoding()):
