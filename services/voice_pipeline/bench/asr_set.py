@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from voice_pipeline.common.audio import Int16Array, read_wav, resample, write_wav
+from voice_pipeline.common.audio import Int16Array, int16_to_float, read_wav, resample, write_wav
+from voice_pipeline.common.audio import voiced_span as audio_voiced_span
 from voice_pipeline.common.paths import vp_home
 
 BUILDER_VERSION = 3  # bump when the clips change for a reason the key cannot see
@@ -68,16 +69,9 @@ def pause_plan(
     return [(i, i + 1, rng.randint(*PAUSE_RANGE_MS)) for i in range(0, n_sentences - 1, step)[:pairs]]
 
 
-def voiced_span(pcm: Int16Array, dbfs: float = -40.0, frame: int = 160) -> tuple[int, int]:
-    """[first, last) samples of the 10 ms frames whose RMS is above `dbfs` (full scale 32768)."""
-    n = len(pcm) // frame
-    if n == 0:
-        return 0, 0
-    x = pcm[: n * frame].astype(np.float64).reshape(n, frame) / 32768.0
-    voiced = np.nonzero(np.sqrt(np.mean(x**2, axis=1)) > 10 ** (dbfs / 20))[0]
-    if len(voiced) == 0:
-        return 0, 0
-    return int(voiced[0] * frame), int((voiced[-1] + 1) * frame)
+def voiced_span(pcm: Int16Array) -> tuple[int, int]:
+    """[first, last) samples of the 10 ms frames above -40 dBFS (common.audio.voiced_span)."""
+    return audio_voiced_span(int16_to_float(pcm))
 
 
 def cache_key(voice_file: Path, texts: list[str], pause_pairs: int) -> str:

@@ -138,20 +138,22 @@ VOICED_DBFS = -40.0  # the mark of "voiced" everywhere: endpointing bench, turn 
 VOICED_FRAME = 160  # 10 ms at 16 kHz
 
 
-def _voiced_frames(pcm: Float32Array, dbfs: float) -> npt.NDArray[np.intp]:
+def voiced_span(pcm: Float32Array, dbfs: float = VOICED_DBFS) -> tuple[int, int]:
+    """[start of the first, end of the last) 10 ms frame whose RMS is above `dbfs`; (0, 0) if none."""
     n = len(pcm) // VOICED_FRAME
     if n == 0:
-        return np.zeros(0, np.intp)
+        return 0, 0
     frames = pcm[: n * VOICED_FRAME].astype(np.float32).reshape(n, VOICED_FRAME)
-    rms = np.sqrt(np.mean(frames**2, axis=1))
-    return np.nonzero(rms > 10 ** (dbfs / 20))[0]
+    voiced = np.nonzero(np.sqrt(np.mean(frames**2, axis=1)) > 10 ** (dbfs / 20))[0]
+    if not len(voiced):
+        return 0, 0
+    return int(voiced[0]) * VOICED_FRAME, (int(voiced[-1]) + 1) * VOICED_FRAME
 
 
 def last_voiced_sample(pcm: Float32Array, dbfs: float = VOICED_DBFS) -> int:
     """End of the last 10 ms frame whose RMS is above `dbfs` (0 if none): where speech really
     ends, whatever the VAD thought."""
-    voiced = _voiced_frames(pcm, dbfs)
-    return int((voiced[-1] + 1) * VOICED_FRAME) if len(voiced) else 0
+    return voiced_span(pcm, dbfs)[1]
 
 
 def even_quiet_edges(
@@ -161,11 +163,11 @@ def even_quiet_edges(
     its last: longer quiet is cut, shorter quiet at the end is padded with silence (an utterance cut
     early in its pause gets the same ending as one cut at the end of the turn). Unchanged if
     nothing in it is voiced (noise above the mark, or all quiet: ASR decides)."""
-    voiced = _voiced_frames(pcm, dbfs)
-    if not len(voiced):
+    first, last = voiced_span(pcm, dbfs)
+    if last == 0:
         return pcm
-    start = max(0, int(voiced[0]) * VOICED_FRAME - int(lead_s * 16000))
-    stop = (int(voiced[-1]) + 1) * VOICED_FRAME + int(tail_s * 16000)
+    start = max(0, first - int(lead_s * 16000))
+    stop = last + int(tail_s * 16000)
     kept = pcm[start : min(len(pcm), stop)]
     if stop > len(pcm):
         kept = np.concatenate([kept, np.zeros(stop - len(pcm), np.float32)])
