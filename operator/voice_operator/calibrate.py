@@ -112,13 +112,20 @@ def measure_vad(batches: tuple[int, ...] = (1, 4, 16, 64)) -> dict[str, Any]:
 
 
 def measure_asr(batches: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, Any]:
+    from voice_pipeline.asr.settings import AsrSettings
     from voice_pipeline.asr.whisper import WhisperEngine
     from voice_pipeline.models.registry import require_model
 
+    shipped = AsrSettings()  # the threads and window the ASR stage runs with
     return _measure_asr_engine(
-        lambda: WhisperEngine(require_model("whisper-base"), threads=2),
+        lambda: WhisperEngine(
+            require_model("whisper-base"), threads=shipped.threads, min_window_s=shipped.min_window_s
+        ),
         batches,
-        {"engine": "faster-whisper base int8, 2 threads, 10 s window", "engines": ["whisper"]},
+        {
+            "engine": f"faster-whisper base int8, {shipped.threads} thread(s), {shipped.min_window_s:g} s window",
+            "engines": ["whisper"],
+        },
     )
 
 

@@ -43,7 +43,7 @@ MEMORY_HEADROOM = 1.25
 # devices must not restart the gateway that holds every device's connection (nor roll the others).
 MEMORY_STEP_MIB = 64
 MIN_CPU_REQUEST = 0.05
-# Per-replica CPU limits: ASR runs its model on 2 threads; the others are single-threaded hot paths
+# Per-replica CPU limits: ASR decodes 2 batches at once, a thread each; the others are single-threaded hot paths
 # (the LLM stage as a cloud client); a local LLM is its llama.cpp server's threads
 # (LlmSettings.local_threads, set from this limit).
 REPLICA_CPU = {"gateway": 1.0, "vad": 1.0, "asr": 2.0, "llm": 0.5, "tts": 1.0}

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 
 from voice_pipeline import __version__
 
@@ -25,6 +26,15 @@ COMMAND_MODULES = (
     "voice_pipeline.devcluster.commands",
     "voice_operator.commands",
 )
+
+
+def single_threaded_blas(environ: MutableMapping[str, str]) -> None:
+    """numpy's OpenBLAS keeps a thread per core and lets them spin after every product. Ours are
+    tiny (Whisper's mel filter bank) and the model work runs on threads of its own (CTranslate2,
+    onnxruntime), so the spinning only took cores from them: 0.1 CPU s per utterance in the ASR
+    stage, a third of its CPU, with the same latency (docs/benchmarks.md). OpenBLAS reads this
+    when numpy loads, which no command does before `main`; an explicit setting wins."""
+    environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    single_threaded_blas(os.environ)
     parser = build_parser()
     args = parser.parse_args(argv)
     from voice_pipeline.common.logs import configure_logging
@@ -75,8 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `voice-pipeline plan ... | head`: the reader left; no traceback
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 

@@ -172,6 +172,47 @@ def test_tree_sampler_measures_a_busy_child_and_survives_its_exit() -> None:
     assert usage["rss_mib_peak"] > 1
 
 
+CONTENTION_CHECK = """
+import json, os, subprocess, sys, time
+from voice_pipeline.bench.procstat import TreeSampler
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # this tree gets one core
+sampler = TreeSampler({"tree": os.getpid()}, interval=0.1).start()
+spin = "import sys, time\\nt=time.monotonic()\\nwhile time.monotonic()-t<1.0: pass\\nsys.stdin.read()"
+kids = [subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE) for _ in range(2)]
+time.sleep(1.5)  # both spun for 1 s of wall time on the one core, then block (alive)
+usage = sampler.stop()["tree"]
+for kid in kids:
+    kid.stdin.close()
+    kid.wait()
+print(json.dumps({**usage, "machine_busy_share": sampler.machine_busy_share}))
+"""
+
+
+def test_tree_sampler_measures_the_wait_for_a_core() -> None:
+    """Two processes spinning on one core: each runs about half the time and waits the other
+    half, so the tree waits ~1 s for the core per second on it (0 would be a broken reading).
+    The machine was busy at least while they spun, and never more than all of it."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from voice_pipeline.bench.procstat import wait_per_run
+
+    assert wait_per_run(0.0, 1.0) is None and wait_per_run(2.0, 1.0) == 0.5
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "services"), str(root / "operator")])}
+    result = subprocess.run(
+        [sys.executable, "-c", CONTENTION_CHECK], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    usage = json.loads(result.stdout.strip().splitlines()[-1])
+    assert usage["on_cpu_seconds"] >= 0.3  # the kids spinning (at most 1 s: they share one core)
+    assert usage["cpu_wait_per_run"] > 0.4, usage
+    assert 0 < usage["machine_busy_share"] <= 1
+
+
 def test_each_process_gets_only_the_settings_it_knows() -> None:
     from voice_pipeline.bench.rig import env_for, provider_env
 

@@ -34,3 +34,16 @@ def test_a_gateway_without_stage_urls_refuses_to_start(
     monkeypatch.delenv("VP_STAGES__TTS_URL", raising=False)
     assert main(["serve", "gateway"]) == 2  # a configuration error: exit 2, as argparse does
     assert "VP_STAGES__TTS_URL" in capsys.readouterr().err
+
+
+def test_numpy_blas_runs_on_one_thread_unless_set() -> None:
+    """Every command sets it before numpy loads (OpenBLAS threads spun 0.1 CPU s per utterance
+    away); an operator's own value is kept."""
+    from voice_pipeline.cli import single_threaded_blas
+
+    environ: dict[str, str] = {}
+    single_threaded_blas(environ)
+    assert environ == {"OPENBLAS_NUM_THREADS": "1"}
+    environ = {"OPENBLAS_NUM_THREADS": "4"}
+    single_threaded_blas(environ)
+    assert environ == {"OPENBLAS_NUM_THREADS": "4"}

@@ -55,7 +55,13 @@ class AsrSettings(BaseModel):
         default_factory=lambda: ["zh", "en"],
         description="Languages `auto` chooses among (whisper base mistakes synthetic Mandarin for Thai otherwise).",
     )
-    threads: int = Field(2, ge=1, description="CPU threads of the ASR model.")
+    # One thread per batch, two batches at once (`workers`): on batches of one (most of them), two
+    # threads decode no faster than one (whisper-base, 5 s window, 40 test-set clips: 183 against
+    # 178 ms wall) and spend 8% more CPU, and four model threads on two cores made every thread of
+    # the server wait longer for a core. Fleet benchmark on 2 cores, 60 devices, interleaved twice
+    # (2026-11-30): p95 first audio 1701 / 1909 ms with 1 thread, 2188 / 2185 ms with 2, the
+    # server's threads waiting 0.71 against 1.16 s for a core per second on one.
+    threads: int = Field(1, ge=1, description="CPU threads of each batch the ASR model decodes.")
     beam_size: int = Field(1, ge=1, le=8, description="1 = greedy (fast); beam search costs linearly more.")
     max_decode_tokens: int = Field(
         96,

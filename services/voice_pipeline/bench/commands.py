@@ -74,7 +74,7 @@ def register(sub: Any) -> None:
         "docs/benchmarks.md.",
     )
     a.add_argument("--limit", type=int, default=0, help="only the first N English utterances (0 = all)")
-    a.add_argument("--threads", type=int, default=2, help="CTranslate2 threads (default 2, the ASR default)")
+    a.add_argument("--threads", type=int, default=1, help="CTranslate2 threads (default 1, the ASR stage's)")
     a.add_argument("--note", default="", help="conditions of this run, recorded with it")
     a.add_argument("--results", default="bench/results", help="results directory (default bench/results)")
     a.add_argument("--docs", default="docs/benchmarks.md", help="benchmarks page to regenerate")

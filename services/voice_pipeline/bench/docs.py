@@ -48,6 +48,14 @@ def _providers(p: dict[str, Any]) -> str:
     return f"{p['llm']['describe']}; {p['tts']['describe']}"
 
 
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.0f}%"  # records before these figures have none
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def step_rows(record: dict[str, Any]) -> list[str]:
     rows = []
     steps = [record["floor"]] if record.get("floor") else []
@@ -67,6 +75,8 @@ def step_rows(record: dict[str, Any]) -> list[str]:
                     f"{_ms(fa['p50'])} / {_ms(fa['p95'])} / {_ms(fa['p99'])}",
                     f"{_ms(stt['p50'])} / {_ms(stt['p95'])}",
                     f"{step['system_cpu_cores']:.2f}",
+                    _share(step.get("machine_busy_share")),
+                    _num(step.get("system_cpu_wait_per_run")),
                     f"{step['system_rss_mib']:.0f}",
                     f"{step['client']['cpu_cores']:.2f}",
                     f"{step['emulator_cpu_cores']:.2f}",
@@ -85,9 +95,10 @@ def step_rows(record: dict[str, Any]) -> list[str]:
 
 TABLE_HEAD = [
     "| date (UTC) | mode | devices | turns | success | first audio p50 / p95 / p99 ms | stt p50 / p95 ms "
-    "| system CPU (cores) | system RSS MiB | load generator CPU | emulators CPU | load avg (1/5/15 min) "
-    "| within SLO | commit | machine | models | providers |",
-    "|" + "---|" * 17,
+    "| system CPU (cores) | machine busy | system's wait for a core (s per s on one) | system RSS MiB "
+    "| load generator CPU | emulators CPU | load avg (1/5/15 min) | within SLO | commit | machine | models "
+    "| providers |",
+    "|" + "---|" * 19,
 ]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from voice_pipeline.bench import metrics, profiler
 from voice_pipeline.bench.machine import git_commit, load_average, machine_info, now_iso
-from voice_pipeline.bench.procstat import TreeSampler
+from voice_pipeline.bench.procstat import TreeSampler, wait_per_run
 from voice_pipeline.bench.rig import CLI, Rig
 from voice_pipeline.bench.search import next_size, supported
 from voice_pipeline.simulator.stats import meets_slo
@@ -95,6 +95,11 @@ def run_step(
         "client": {**fleet["client"], "sampled": usage.get("client")},
         "processes": usage,
         "system_cpu_cores": round(sum(p["cpu_cores"] for p in system), 3),
+        # Whole machine (the load generator and emulators too) and the system's wait for a core.
+        "machine_busy_share": sampler.machine_busy_share,
+        "system_cpu_wait_per_run": wait_per_run(
+            sum(p["on_cpu_seconds"] for p in system), sum(p["runnable_wait_seconds"] for p in system)
+        ),
         "system_rss_mib": round(sum(p["rss_mib_peak"] for p in system), 1),
         "emulator_cpu_cores": round(
             sum(v["cpu_cores"] for k, v in usage.items() if k.endswith("emulator")), 3
@@ -142,7 +147,9 @@ def search(
         fa = step["first_audio_ms"]
         print(
             f"[bench {rig.mode}] {n} devices: success {step['success_ratio'] * 100:.1f}% p95 first audio "
-            f"{fa['p95']} ms, system cpu {step['system_cpu_cores']:.2f} cores, rss {step['system_rss_mib']:.0f} MiB, "
+            f"{fa['p95']} ms, system cpu {step['system_cpu_cores']:.2f} cores "
+            f"(waits {step['system_cpu_wait_per_run']} s per s on a core), machine busy "
+            f"{step['machine_busy_share']}, rss {step['system_rss_mib']:.0f} MiB, "
             f"client cpu {step['client']['cpu_cores']:.2f}, load {step['load_average']['after']} -> "
             f"{'PASS' if step['meets_slo'] else 'FAIL'}",
             file=log,
