@@ -77,7 +77,9 @@ def tree_cpu_seconds(root: int) -> float | None:
 
 def tree_sched_seconds(root: int) -> tuple[float, float]:
     """(seconds on a core, seconds runnable but waiting for one) summed over the threads of
-    `root`'s live tree (/proc/<pid>/task/<tid>/schedstat; zeros where the kernel has none)."""
+    `root`'s live tree (/proc/<pid>/task/<tid>/schedstat; zeros where the kernel has none). A
+    thread that ends between two readings drops out of the second: the system's threads live as
+    long as it does, so its figure holds; a tree that exited reads (0, 0)."""
     ran = waited = 0.0
     for pid in tree(root):
         try:
