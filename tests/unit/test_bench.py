@@ -3,6 +3,8 @@ emulator replies."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -131,6 +133,25 @@ def test_tts_emulator_audio_lasts_as_long_as_speech() -> None:
     assert wav_header(24000)[:4] == b"RIFF" and len(wav_header(24000)) == 44
 
 
+def run_sampler_script(script: str) -> dict[str, Any]:
+    """Run `script` in a fresh interpreter (its own process tree to measure) and return the JSON
+    of its last output line."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "services"), str(root / "operator")])}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return out
+
+
 SAMPLER_CHECK = """
 import json, subprocess, sys, time
 from voice_pipeline.bench.procstat import TreeSampler
@@ -155,19 +176,7 @@ def test_tree_sampler_measures_a_busy_child_and_survives_its_exit() -> None:
     """A child busy for 0.6 s of CPU once the sampler has its first reading, then blocked until a
     sample saw that work (bounded), then gone. It used to read 0 CPU about 1 run in 10: a sample
     that began while the child lived and read its tree after it exited took 0 as its CPU."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "services"), str(root / "operator")])}
-    result = subprocess.run(
-        [sys.executable, "-c", SAMPLER_CHECK], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    usage = json.loads(result.stdout.strip().splitlines()[-1])
+    usage = run_sampler_script(SAMPLER_CHECK)
     assert usage["cpu_seconds"] >= 0.3  # measured before it exited, not zero or negative after
     assert usage["rss_mib_peak"] > 1
 
@@ -192,22 +201,10 @@ def test_tree_sampler_measures_the_wait_for_a_core() -> None:
     """Two processes spinning on one core: each runs about half the time and waits the other
     half, so the tree waits ~1 s for the core per second on it (0 would be a broken reading).
     The machine was busy at least while they spun, and never more than all of it."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from voice_pipeline.bench.procstat import wait_per_run
 
     assert wait_per_run(0.0, 1.0) is None and wait_per_run(2.0, 1.0) == 0.5
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "services"), str(root / "operator")])}
-    result = subprocess.run(
-        [sys.executable, "-c", CONTENTION_CHECK], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    usage = json.loads(result.stdout.strip().splitlines()[-1])
+    usage = run_sampler_script(CONTENTION_CHECK)
     assert usage["on_cpu_seconds"] >= 0.3  # the kids spinning (at most 1 s: they share one core)
     assert usage["cpu_wait_per_run"] > 0.4, usage
     assert 0 < usage["machine_busy_share"] <= 1
