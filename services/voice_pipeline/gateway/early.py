@@ -4,9 +4,10 @@ At `pause_ms` of silence (VadSettings, 128 ms) the gateway transcribes the utter
 when the transcript is something to answer and `gateway.early_reply` is on (off by default, see
 GatewaySettings), starts the language model on it, buffering the reply. If the turn then ends in
 that same silence (`min_silence_ms`, 350 ms), both are the turn's: the transcript and part of the
-model's time to first token are spent while the VAD's end-of-turn wait runs anyway. If speech goes on instead, both are cancelled; a dropped early
-reply costs the provider one prompt and the few tokens it wrote before the cancel. Nothing reaches
-the device, the history or the caches before the turn is over.
+model's time to first token are spent while the VAD's end-of-turn wait runs anyway. If speech
+goes on instead, both are cancelled; a dropped early reply costs the provider one prompt and the
+few tokens it wrote before the cancel. Nothing reaches the device, the history or the caches
+before the turn is over.
 
 `AsrLoad` gates it: early work spends idle ASR time only.
 """
