@@ -29,6 +29,7 @@ METRIC_E2E_FIRST_AUDIO: Final = "voice_e2e_first_audio_seconds"  # histogram
 METRIC_TURN_STEP: Final = "voice_turn_step_seconds"  # histogram; labels: step (turn.timeline)
 METRIC_EARLY_ASR: Final = "voice_gateway_early_asr_total"  # labels: result (used, dropped)
 METRIC_EARLY_REPLY: Final = "voice_gateway_early_reply_total"  # labels: result (used, dropped)
+METRIC_TURNS_RESUMED: Final = "voice_gateway_turns_resumed_total"
 
 LABEL_STAGE: Final = "stage"
 LABEL_OUTCOME: Final = "outcome"

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from voice_pipeline.bench.asr_bench import endpoint_outcome, percentile, turn_ends
+from voice_pipeline.bench.asr_bench import (
+    endpoint_outcome,
+    percentile,
+    resumed_after_ms,
+    segment_events,
+    turn_ends,
+)
 from voice_pipeline.bench.asr_docs import asr_lines, wer_verdict
 from voice_pipeline.bench.asr_set import pause_plan, voiced_span
 from voice_pipeline.vad.segmenter import WINDOW
@@ -22,6 +28,18 @@ def test_turn_ends_fire_after_the_silence_setting() -> None:
     # 300 ms = 10 windows of 32 ms after the last voiced window, counted when the 10th is pushed.
     assert end == (20 + 10) * WINDOW
     assert turn_ends(probs, 200)[0] < end
+
+
+def test_a_cut_turn_resumes_at_the_next_speech_start() -> None:
+    # Speech, a 320 ms pause (10 windows), speech again: 200 ms ends the turn inside the pause.
+    probs = [0.9] * 20 + [0.0] * 10 + [0.9] * 20 + [0.0] * 20
+    events = segment_events(probs, 200)
+    assert [kind for kind, _ in events] == ["speech_start", "speech_end", "speech_start", "speech_end"]
+    # The end fires at the 7th silent window (224 ms); speech starts again at the third voiced window
+    # of the vote (3 of 5) after the pause: 3 + 3 windows later.
+    assert resumed_after_ms(events) == 6 * WINDOW * 1000 / 16000
+    assert resumed_after_ms(segment_events(probs, 400)) is None  # not cut: one turn, no resume
+    assert resumed_after_ms([]) is None
 
 
 def test_voiced_span_trims_the_voice_s_padding() -> None:
@@ -72,15 +90,29 @@ def test_the_docs_section_says_when_the_default_misses_the_budget() -> None:
 def test_turn_cuts_follow_the_gateway_pause_and_end() -> None:
     from voice_pipeline.bench.asr_bench import turn_cuts
 
-    # speech, a 192 ms pause, speech, then silence; pre-roll of 2 windows
+    # speech, a 192 ms pause (shorter than the 200 ms end), speech, then silence; pre-roll 2 windows
     probs = [0.0] * 10 + [0.9] * 20 + [0.0] * 6 + [0.9] * 5 + [0.0] * 20
     cuts = turn_cuts(probs, preroll=2 * WINDOW)
     assert cuts is not None
     assert cuts.start == 8 * WINDOW  # speech start (window 10) less the pre-roll
-    assert cuts.early == 45 * WINDOW  # the second silence began at 41; 128 ms = 4 windows in
-    assert cuts.end == 52 * WINDOW  # 350 ms = 11 windows of it
-    assert cuts.dropped == 1  # the early run at the first pause, thrown away
+    assert cuts.early == 43 * WINDOW  # the second silence began at 41; 64 ms = 2 windows in
+    assert cuts.end == 48 * WINDOW  # 200 ms = 7 windows of it
+    assert cuts.dropped == 1 and cuts.resumed == 0  # the early run at the first pause, thrown away
     assert turn_cuts([0.0] * 30, preroll=0) is None  # no speech, no turn
+
+
+def test_speech_resumed_within_the_hold_joins_the_turn() -> None:
+    from voice_pipeline.bench.asr_bench import turn_cuts
+
+    # A 320 ms pause ends the turn (at 224 ms); speech resumes 192 ms after that end, within the hold.
+    probs = [0.0] * 10 + [0.9] * 20 + [0.0] * 10 + [0.9] * 10 + [0.0] * 30
+    cuts = turn_cuts(probs, preroll=2 * WINDOW)
+    assert cuts is not None and cuts.resumed == 1
+    assert cuts.end == 57 * WINDOW and cuts.early == 52 * WINDOW  # the second silence's
+    assert cuts.dropped == 1  # the transcript of the first part, begun at its pause
+    # With no hold the first end stands: the turn is the first part only.
+    alone = turn_cuts(probs, preroll=2 * WINDOW, hold_s=0.0)
+    assert alone is not None and alone.end == 37 * WINDOW and alone.resumed == 0
 
 
 def test_the_uplink_is_the_devices_opus_round_trip() -> None:

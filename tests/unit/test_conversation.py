@@ -173,7 +173,7 @@ async def test_llm_outage_tells_the_device_and_ends_the_turn() -> None:
     conv, out, _ = make(FakeLlm([], error=ProviderUnavailableError("local", "connection refused")))
     await speak(conv)
     await wait_reply(conv)
-    assert out.kinds() == ["stt", "tts:start", "error:reply_failed", "tts:stop"]
+    assert out.kinds() == ["stt", "error:reply_failed", "tts:stop"]  # no audio: never `speaking`
 
 
 async def test_a_saturated_llm_gets_a_spoken_busy_answer_not_a_timeout() -> None:
@@ -181,7 +181,7 @@ async def test_a_saturated_llm_gets_a_spoken_busy_answer_not_a_timeout() -> None
     conv, out, _ = make(FakeLlm([], error=OverloadedError("llm", 2)), tts=tts)
     await speak(conv)
     await wait_reply(conv)
-    assert out.kinds() == ["stt", "tts:start", "error:overloaded", "tts:sentence_start", "audio", "tts:stop"]
+    assert out.kinds() == ["stt", "error:overloaded", "tts:start", "tts:sentence_start", "audio", "tts:stop"]
     assert tts.texts == [BUSY_REPLY["en"]]
     # The busy sentence is neither the assistant's reply in the history nor a first-audio sample.
     assert all(BUSY_REPLY["en"] not in reply for _, reply in conv.history.turns)
@@ -199,7 +199,8 @@ async def test_a_saturated_tts_is_reported_without_a_busy_sentence() -> None:
     conv, out, _ = make(FakeLlm(["Fine."]), tts=tts)
     await speak(conv)
     await wait_reply(conv)
-    assert out.kinds() == ["stt", "tts:start", "llm", "tts:sentence_start", "error:overloaded", "tts:stop"]
+    # No audio came: the device never entered `speaking` (no `tts start`, no face, no subtitle).
+    assert out.kinds() == ["stt", "error:overloaded", "tts:stop"]
     assert tts.texts == ["Fine."]
 
 
@@ -228,11 +229,26 @@ async def test_manual_mode_transcribes_on_listen_stop() -> None:
     assert out.kinds()[0] == "stt" and out.kinds()[-1] == "tts:stop"
 
 
+class SpeakingOut(Out):
+    """Out that signals `tts start`: the device enters `speaking` and closes its microphone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.speaking = asyncio.Event()
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        await super().send_json(message)
+        if message.get("type") == "tts" and message.get("state") == "start":
+            self.speaking.set()
+
+
 async def test_audio_while_speaking_is_ignored_in_auto_mode() -> None:
     llm = FakeLlm(["A long reply. ", "Still going."], delay=0.1)
     conv, _out, stages = make(llm)
+    conv.out = out = SpeakingOut()
     await speak(conv)
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(out.speaking.wait(), 5)  # `tts start` goes with the reply's first audio
+    assert conv.speaking
     fed = stages.vad.fed  # type: ignore[attr-defined]
     await conv.audio(np.ones(960, np.int16))
     assert stages.vad.fed == fed  # type: ignore[attr-defined]
@@ -412,7 +428,12 @@ async def _early_turn(script: list[list[VadEvent]], asr_busy: int = 0) -> tuple[
     stages = Stages(vad=ScriptedVad(script), asr=asr, llm=FakeLlm(["Fine."]), tts=FakeTts())
     stages.asr_load.inflight = asr_busy  # other sessions' transcriptions in flight
     conv = Conversation(
-        "s1", out, stages, GatewaySettings(min_utterance_ms=0), metrics, ChatHistory({"en": "prompt"})
+        "s1",
+        out,
+        stages,
+        GatewaySettings(min_utterance_ms=0, busy_end_extra_ms=0),
+        metrics,
+        ChatHistory({"en": "prompt"}),
     )
     await conv.listen_start("auto")
     for _ in range(len(script)):
@@ -607,7 +628,7 @@ async def test_a_failed_early_reply_fails_the_turn_like_a_late_one() -> None:
     await _feed(conv, len(PAUSE_THEN_END))
     await wait_reply(conv)
     assert len(llm.seen) == 1  # not asked a second time
-    assert out.kinds() == ["stt", "tts:start", "error:reply_failed", "tts:stop"]
+    assert out.kinds() == ["stt", "error:reply_failed", "tts:stop"]  # no audio: never `speaking`
     assert _early_reply(metrics, "used") == 1
 
 
@@ -633,3 +654,102 @@ async def test_closing_the_session_cancels_an_early_reply() -> None:
             break
     assert llm.outcomes == ["cancelled"]
     assert _early_reply(metrics, "dropped") == 1
+
+
+class SilentOnceAsr(CountingAsr):
+    """Hears nothing in its first call (noise), then numbers its calls as CountingAsr does."""
+
+    async def transcribe(self, pcm: np.ndarray, language: Language, fallback: str = "") -> Transcript:
+        got = await super().transcribe(pcm, language, fallback)
+        return Transcript("" if len(self.heard) == 1 else got.text, "en", got.audio_seconds)
+
+
+def _scripted(
+    script: list[list[VadEvent]],
+    llm: FakeLlm,
+    asr: CountingAsr | None = None,
+    asr_busy: int = 0,
+    **settings: Any,
+) -> tuple[Conversation, CountingAsr, Out, Metrics]:
+    metrics, out, asr = Metrics(), Out(), asr or CountingAsr()
+    stages = Stages(vad=ScriptedVad(script), asr=asr, llm=llm, tts=FakeTts())
+    stages.asr_load.inflight = asr_busy  # other sessions' transcriptions in flight
+    config = GatewaySettings(min_utterance_ms=0, preroll_ms=0, **settings)
+    conv = Conversation("s1", out, stages, config, metrics, ChatHistory({"en": "prompt"}))
+    return conv, asr, out, metrics
+
+
+def _stt_texts(out: Out) -> list[str]:
+    return [e["text"] for e in out.events if isinstance(e, dict) and e["type"] == "stt"]
+
+
+async def test_speech_resumed_before_the_reply_plays_joins_the_same_turn() -> None:
+    """A pause the VAD took for the end: the user goes on before the reply's first audio, so the
+    reply is dropped unheard and the whole utterance is one turn (nothing of it is lost)."""
+    start, end = VadEvent("speech_start", 0), VadEvent("speech_end", 4 * 960)
+    again, end_again = VadEvent("speech_start", 6 * 960), VadEvent("speech_end", 10 * 960)
+    script = [[start], [], [], [end], [], [], [again], [], [], [end_again]]
+    conv, asr, out, metrics = _scripted(script, FakeLlm(["Fine."], delay=0.3))
+    await conv.listen_start("auto")
+    await _feed(conv, len(script))
+    await wait_reply(conv)
+    assert asr.started == [4 * 960, 10 * 960]  # the second transcription hears the turn from its start
+    assert _stt_texts(out) == ["call 1", "call 2"]  # the device shows the whole turn's words last
+    assert out.kinds().count("tts:start") == 1 and out.kinds()[-1] == "tts:stop"
+    assert metrics.registry.get_sample_value("voice_gateway_turns_resumed_total") == 1
+    assert [user for user, _ in conv.history.turns] == ["call 2"]  # the taken-back turn left no trace
+
+
+async def test_once_the_reply_plays_the_turn_is_over_and_its_audio_gone() -> None:
+    start, end = VadEvent("speech_start", 0), VadEvent("speech_end", 4 * 960)
+    later, later_end = VadEvent("speech_start", 4 * 960), VadEvent("speech_end", 7 * 960)
+    conv, asr, out, metrics = _scripted(
+        [[start], [], [], [end], [later], [], [later_end]], FakeLlm(["Fine."])
+    )
+    await conv.listen_start("auto")
+    await _feed(conv, 4)
+    await wait_reply(conv)  # played to the end: `speaking` is over and the mic is open again
+    await _feed(conv, 3)
+    await wait_reply(conv)
+    assert asr.started == [4 * 960, 3 * 960]  # the second turn is only the new speech
+    assert metrics.registry.get_sample_value("voice_gateway_turns_resumed_total") == 0
+    assert out.kinds().count("tts:start") == 2
+
+
+async def test_a_turn_with_nothing_to_answer_lets_go_of_its_audio() -> None:
+    start, end = VadEvent("speech_start", 0), VadEvent("speech_end", 4 * 960)
+    later, later_end = VadEvent("speech_start", 6 * 960), VadEvent("speech_end", 9 * 960)
+    script = [[start], [], [], [end], [], [], [later], [], [later_end]]
+    conv, asr, out, metrics = _scripted(script, FakeLlm(["Fine."]), SilentOnceAsr())
+    await conv.listen_start("auto")
+    await _feed(conv, len(script))
+    await wait_reply(conv)
+    # The noise was not answered and does not come back as the start of the next turn.
+    assert asr.started == [4 * 960, 3 * 960]
+    assert _stt_texts(out) == ["call 2"]
+    assert metrics.registry.get_sample_value("voice_gateway_turns_resumed_total") == 0
+
+
+async def test_near_capacity_an_end_waits_for_more_silence_before_it_costs_a_transcription() -> None:
+    # ASR busy: the turn ended at chunk 3 is transcribed 180 ms (3 chunks of 60 ms) later.
+    start, end = VadEvent("speech_start", 0), VadEvent("speech_end", 4 * 960)
+    script = [[start], [], [], [end]]
+    conv, asr, _out, _metrics = _scripted(script, FakeLlm(["Fine."]), asr_busy=1, busy_end_extra_ms=180)
+    await conv.listen_start("auto")
+    await _feed(conv, 6)
+    assert asr.heard == []  # 120 ms of the 180: still waiting
+    await _feed(conv, 1)
+    await wait_reply(conv)
+    assert asr.started == [7 * 960]  # the turn and the silence waited for
+
+
+async def test_near_capacity_speech_in_the_longer_wait_continues_the_turn_at_no_cost() -> None:
+    start, end = VadEvent("speech_start", 0), VadEvent("speech_end", 4 * 960)
+    again, end_again = VadEvent("speech_start", 5 * 960), VadEvent("speech_end", 8 * 960)
+    script = [[start], [], [], [end], [again], [], [], [end_again], [], [], []]
+    conv, asr, _out, metrics = _scripted(script, FakeLlm(["Fine."]), asr_busy=1, busy_end_extra_ms=180)
+    await conv.listen_start("auto")
+    await _feed(conv, len(script))
+    await wait_reply(conv)
+    assert asr.started == [11 * 960]  # one transcription, of the whole turn
+    assert metrics.registry.get_sample_value("voice_gateway_turns_resumed_total") == 0

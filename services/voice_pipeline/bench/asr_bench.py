@@ -295,18 +295,33 @@ def vad_probabilities(vad: Any, pcm: F32) -> list[float]:
     return [vad.step([state], [w])[0] for w in windows]
 
 
-def turn_ends(probabilities: Sequence[float], min_silence_ms: int) -> list[int]:
-    """Sample positions at which the segmenter fires speech_end (the moment the turn ends)."""
+def segment_events(probabilities: Sequence[float], min_silence_ms: int) -> list[tuple[str, int]]:
+    """(kind, sample position at which the segmenter fires it) for its starts and ends."""
     from voice_pipeline.vad.segmenter import Segmenter
     from voice_pipeline.vad.settings import VadSettings
 
     seg = Segmenter(VadSettings(min_silence_ms=min_silence_ms))
-    ends = []
+    events: list[tuple[str, int]] = []
     for p in probabilities:
         event = seg.push(p)
-        if event is not None and event.kind == "speech_end":
-            ends.append(seg.position)
-    return ends
+        if event is not None and event.kind in ("speech_start", "speech_end"):
+            events.append((event.kind, seg.position))
+    return events
+
+
+def turn_ends(probabilities: Sequence[float], min_silence_ms: int) -> list[int]:
+    """Sample positions at which the segmenter fires speech_end (the moment the turn ends)."""
+    return [at for kind, at in segment_events(probabilities, min_silence_ms) if kind == "speech_end"]
+
+
+def resumed_after_ms(events: Sequence[tuple[str, int]]) -> float | None:
+    """From the first end of turn to the speech start the segmenter fires next: how long the
+    gateway must hold a turn cut short for the rest of the speech to join it. None: no resume."""
+    ends = [at for kind, at in events if kind == "speech_end"]
+    if not ends:
+        return None
+    later = [at for kind, at in events if kind == "speech_start" and at > ends[0]]
+    return (later[0] - ends[0]) * 1000 / 16000 if later else None
 
 
 ENDPOINT_GROUPS = ("single sentence", "two sentences with a pause", "Chinese fixtures (espeak-ng)")
@@ -348,13 +363,21 @@ def endpointing_run(clips: Sequence[Clip], settings_ms: Sequence[int], threads: 
             chosen = [p for p in prepared if endpoint_group(p[0]) == group]
             if not chosen:
                 continue
-            outcomes = [endpoint_outcome(turn_ends(probs, ms), end) for _, probs, end in chosen]
+            events = [segment_events(probs, ms) for _, probs, _ in chosen]
+            outcomes = [
+                endpoint_outcome([at for kind, at in ev if kind == "speech_end"], end)
+                for ev, (_, _, end) in zip(events, chosen, strict=True)
+            ]
             delays = [d for t, d in outcomes if not t and d is not None]
+            resumes = [resumed_after_ms(ev) for ev, (t, _) in zip(events, outcomes, strict=True) if t]
             cut = [c.name for (c, _, _), (t, _) in zip(chosen, outcomes, strict=True) if t]
             rows[group] = {
                 "clips": len(chosen),
                 "truncated": len(cut),
                 "truncated_clips": cut,
+                # Speech went on after each cut: the turn held until the reply plays takes it back
+                # if this is shorter than the wait for the reply's first audio (None: never resumed).
+                "resumed_after_ms": resumes,
                 "never_ended": sum(1 for t, d in outcomes if not t and d is None),
                 "delay_ms_p50": percentile(delays, 50) if delays else None,
                 "delay_ms_p95": percentile(delays, 95) if delays else None,
@@ -376,7 +399,13 @@ def endpointing_run(clips: Sequence[Clip], settings_ms: Sequence[int], threads: 
 
 
 # The segmenter counts 32 ms windows: 300 ms ends a turn after 320 ms, 350 after 352, 400 after 416.
-ENDPOINT_SETTINGS_MS = (200, 300, 350, 400)
+ENDPOINT_SETTINGS_MS = (160, 200, 250, 300, 350, 400)
+
+
+# The gateway holds a turn the VAD ended until its reply's first audio (gateway/conversation.py):
+# speech that resumes by then joins the turn. Modelled with the emulated providers' least time to
+# first audio (LLM first token 400 ms + TTS first audio 250 ms); real providers take longer.
+HOLD_S = 0.65
 
 
 @dataclass(frozen=True)
@@ -384,37 +413,49 @@ class TurnCuts:
     """Where the gateway cuts a clip's first turn (sample positions): its start (speech start
     minus the pre-roll), where an early transcription would stop (None: the turn did not end in the
     pause it began at, so the gateway transcribes at the end) and where the turn ends; `dropped`:
-    pauses inside the speech, each an early transcription thrown away (its cost)."""
+    ASR runs thrown away (early runs at pauses inside the speech, and turns taken back because
+    speech resumed within the hold), `resumed`: ends taken back."""
 
     start: int
     early: int | None
     end: int
     dropped: int
+    resumed: int = 0
 
 
-def turn_cuts(probabilities: Sequence[float], preroll: int) -> TurnCuts | None:
+def turn_cuts(probabilities: Sequence[float], preroll: int, hold_s: float = HOLD_S) -> TurnCuts | None:
     """The first turn of a clip under the shipped VAD settings (pause and end-of-turn silence),
-    as the gateway sees it (the VAD's decision point; the gateway's 60 ms chunks are not modelled)."""
+    as the gateway sees it (the VAD's decision point; the gateway's 60 ms chunks are not modelled),
+    held `hold_s` after each end for speech to resume."""
     from voice_pipeline.vad.segmenter import Segmenter
     from voice_pipeline.vad.settings import VadSettings
 
     seg = Segmenter(VadSettings())
     start: int | None = None
     pause: tuple[int, int] | None = None  # (silence start, position when reported)
-    pauses = 0
+    runs = resumed = 0  # ASR runs begun (early ones, and at ends without one), ends taken back
+    held: tuple[int, int | None] | None = None  # (end position, early stop) of the ended turn
     for p in probabilities:
         event = seg.push(p)
+        if held is not None and seg.position - held[0] > hold_s * 16000:
+            break  # no speech within the hold: the turn is over
         if event is None:
             continue
-        if event.kind == "speech_start" and start is None:
-            start = max(0, event.sample - preroll)
+        if event.kind == "speech_start":
+            if start is None:
+                start = max(0, event.sample - preroll)
+            elif held is not None:
+                held, resumed = None, resumed + 1  # the end was a pause: the turn goes on
         elif event.kind == "speech_pause":
             pause = (event.sample, seg.position)
-            pauses += 1
+            runs += 1
         elif event.kind == "speech_end" and start is not None:
             early = pause[1] if pause is not None and pause[0] == event.sample else None
-            return TurnCuts(start, early, seg.position, pauses - (early is not None))
-    return None
+            runs += early is None
+            held = (seg.position, early)
+    if held is None or start is None:
+        return None
+    return TurnCuts(start, held[1], held[0], runs - 1, resumed)
 
 
 def early_run(engine: Any, clips: Sequence[Clip], say: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -445,6 +486,7 @@ def early_run(engine: Any, clips: Sequence[Clip], say: Callable[[str], None]) ->
                 "reference": clip.text,
                 "early_used": cuts.early is not None,
                 "early_dropped": cuts.dropped,
+                "resumed": cuts.resumed,
                 "early_s": round((cuts.end - (cuts.early or cuts.end)) / 16000, 3),
                 "text_early": early["text"],
                 "text_end": at_end["text"],
@@ -463,6 +505,7 @@ def early_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "early_used": len(used),
         "differ": sum(1 for r in used if r["text_early"] != r["text_end"]),
         "dropped": sum(r["early_dropped"] for r in rows),
+        "resumed": sum(r.get("resumed", 0) for r in rows),
         "wer_en_early": rate_of(rows, "en", "text_early"),
         "wer_en_end": rate_of(rows, "en", "text_end"),
         "cer_zh_early": rate_of(rows, "zh", "text_early"),
@@ -530,7 +573,14 @@ def run(
         }
     say("early transcription: the first turn cut at its pause and at its end, default decoding")
     early_rows = early_run(engine_for(default_decoding(), threads), english + chinese, say)
-    record["early"] = {"summary": early_summary(early_rows), "load_average_after": load_average()}
+    from voice_pipeline.vad.settings import VadSettings
+
+    vad = VadSettings()
+    record["early"] = {
+        "summary": early_summary(early_rows),
+        "settings": {"pause_ms": vad.pause_ms, "min_silence_ms": vad.min_silence_ms, "hold_s": HOLD_S},
+        "load_average_after": load_average(),
+    }
     say("the device's Opus uplink: every clip encoded and decoded, default decoding")
     bare = {row["name"]: row["text"] for row in record["decodings"]["default"]["rows"]}
     record["uplink"] = uplink_run(engine_for(default_decoding(), threads), english + chinese, bare, say)

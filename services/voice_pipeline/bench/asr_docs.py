@@ -66,6 +66,18 @@ def garbled_table(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def resume_cell(rows: dict[str, dict[str, Any]]) -> str:
+    """The longest wait from a cut to the resumed speech, over every group (older records: -)."""
+    resumes = [r for row in rows.values() for r in row.get("resumed_after_ms", [None])]
+    if not any(row.get("truncated") for row in rows.values()):
+        return "no cuts"
+    if "resumed_after_ms" not in next(iter(rows.values())):
+        return "-"
+    never = sum(1 for r in resumes if r is None)
+    longest = max((r for r in resumes if r is not None), default=0.0)
+    return f"{longest:.0f}" + (f" ({never} never)" if never else "")
+
+
 def endpointing_table(record: dict[str, Any]) -> list[str]:
     table = record.get("endpointing") or {}
     if not table:
@@ -73,8 +85,8 @@ def endpointing_table(record: dict[str, Any]) -> list[str]:
     lines = [
         "| end-of-turn silence | single sentences cut short | delay end of speech -> turn end p50 / p95 ms "
         "| two-sentence clips cut at the pause (pause 150-300 / 300-450 / 450-600 ms) "
-        "| Chinese fixtures cut short |",
-        "|---|---|---|---|---|",
+        "| Chinese fixtures cut short | speech resumes after a cut within (max ms) |",
+        "|---|---|---|---|---|---|",
     ]
     for ms, rows in table.items():
         single = rows["single sentence"]
@@ -93,7 +105,7 @@ def endpointing_table(record: dict[str, Any]) -> list[str]:
         )
         lines.append(
             f"| {ms} ms | {single['truncated']}/{single['clips']} | {delay} "
-            f"| {pair['truncated']}/{pair['clips']} ({bins}) | {zh_cell} |"
+            f"| {pair['truncated']}/{pair['clips']} ({bins}) | {zh_cell} | {resume_cell(rows)} |"
         )
     return lines
 
@@ -102,13 +114,22 @@ def early_lines(record: dict[str, Any]) -> list[str]:
     early = (record.get("early") or {}).get("summary")
     if not early:
         return []
+    # Records before 2026-11-30 ran with the settings of then and no hold.
+    settings = (record.get("early") or {}).get("settings") or {"pause_ms": 128, "min_silence_ms": 350}
+    hold = (
+        f" A turn is held {settings['hold_s'] * 1000:.0f} ms after its end (the emulated providers' least "
+        f"time to first audio): speech that resumes by then joins it ({early.get('resumed', 0)} turns)."
+        if "hold_s" in settings
+        else ""
+    )
     lines = [
         "### Early transcription: accuracy of the transcript started at the pause",
         "",
-        "At `pause_ms` of silence (VAD setting, 128 ms) the gateway starts ASR on the utterance so far; "
-        "when the turn then ends in that same silence (`min_silence_ms`, 350 ms), that transcript is the "
-        "turn's and the ASR time hides inside the rest of the wait. Each clip's first turn (Silero + the "
-        "segmenter, the gateway's 300 ms pre-roll) transcribed both ways with the default decoding:",
+        f"At `pause_ms` of silence (VAD setting, {settings['pause_ms']} ms) the gateway starts ASR on the "
+        f"utterance so far; when the turn then ends in that same silence (`min_silence_ms`, "
+        f"{settings['min_silence_ms']} ms), that transcript is the turn's and the ASR time hides inside the "
+        f"rest of the wait.{hold} Each clip's first turn (Silero + the segmenter, the gateway's 300 ms "
+        "pre-roll) transcribed both ways with the default decoding:",
         "",
         "| | WER English | CER Chinese |",
         "|---|---|---|",

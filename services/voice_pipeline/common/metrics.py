@@ -107,6 +107,11 @@ class Metrics:
             [c.LABEL_RESULT],
             registry=devices,
         )
+        self.turns_resumed = Counter(
+            c.METRIC_TURNS_RESUMED,
+            "Turns the VAD ended that speech resumed before their reply played: the end was a pause",
+            registry=devices,
+        )
         self.early_reply = Counter(
             c.METRIC_EARLY_REPLY,
             "Language-model replies started on an early transcript: used, or dropped (speech went on)",

@@ -9,6 +9,14 @@ stage starts as soon as it has input:
 The first sentence reaches TTS while the LLM is still writing the second, and the next sentence is
 synthesized while the current one plays. Barge-in (`abort`) cancels all three at once and sends
 `tts stop`; no frame leaves after that.
+
+A turn the VAD ends is only held, not cut, until its reply starts playing (`tts start` goes with the
+first audio frame): the device keeps its microphone open until then, and speech that resumes in
+that time takes the end back. The reply is cancelled and the speech joins the same turn, so a
+pause the VAD took for the end costs a wasted request, never the rest of the sentence. That is
+what lets the end-of-turn silence be short (vad/settings.py). Near capacity, where a wasted
+transcription delays other turns, the turn is transcribed only after `busy_end_extra_ms` more
+silence.
 """
 
 from __future__ import annotations
@@ -66,6 +74,15 @@ class Outbound(Protocol):
     async def send_audio(self, packet: bytes) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass
+class Opening:
+    """How a reply starts playing: `tts start` and its face (`llm` emotion) go out with the first
+    audio, not before, so the turn stays open to more speech while the reply is prepared."""
+
+    emotion: str | None = None
+    done: bool = False
 
 
 @dataclass
@@ -166,6 +183,13 @@ class Conversation:
         # Early transcription and reply (gateway.early), begun at the latest pause. The turn's end
         # uses them if its silence began at the same sample.
         self._early: EarlyTurn | None = None
+        # Where the turn the VAD ended stops in the buffer (absolute sample), while its reply has
+        # not started playing: the buffer keeps the turn until then, and speech that resumes joins
+        # it (`_resume_turn`). None: no such turn.
+        self._held_end: int | None = None
+        # While ASR is busy, the sample count (`_fed`) at which the held turn is transcribed, if
+        # no speech comes first (`busy_end_extra_ms`). None: not waiting.
+        self._end_due: int | None = None
         self._language: Language = self._parse_language(settings.language)
         # The device's own language (auth.DeviceIdentity.language): what ASR falls back to when it
         # cannot tell. (Typed text keeps `auto`: its script, not the device, says its language.)
@@ -211,6 +235,7 @@ class Conversation:
         self.mode = mode
         self.listening = True
         self._drop_early()
+        self._held_end = self._end_due = None
         self._buffer.clear()
         if mode == "manual":
             # Push-to-talk: the button, not the VAD, says when speech starts. Without a marked
@@ -269,7 +294,12 @@ class Conversation:
         for event in events:
             if event.kind == "speech_start":
                 self._on_activity()
-                self._buffer.mark_start(event.sample)
+                if self._end_due is not None:
+                    self._held_end = self._end_due = None  # not transcribed yet: nothing to undo
+                elif self._held_end is not None:
+                    await self._resume_turn()  # the turn's start stays where it was
+                else:
+                    self._buffer.mark_start(event.sample)
                 if self.speaking and self.mode == "realtime":
                     await self.abort("voice during playback")
             elif event.kind == "speech_pause" and self._buffer.speech_start is not None:
@@ -277,15 +307,41 @@ class Conversation:
             elif event.kind == "speech_end" and self._buffer.speech_start is not None:
                 # Keep the hangover silence too: Silero often scores a soft last syllable as
                 # silence, and Whisper transcribes better with a little trailing quiet.
-                await self._end_of_speech(self._buffer.cut(), self._take_early(event.sample))
-        if self._buffer.speech_samples() > self.settings.max_utterance_s * VAD_SAMPLE_RATE:
+                early = self._take_early(event.sample)
+                self._held_end = self._buffer.base + self._buffer.size
+                extra = self.settings.busy_end_extra_ms * VAD_SAMPLE_RATE // 1000
+                if early is None and extra and not self._asr_idle():
+                    self._end_due = self._fed + extra
+                else:
+                    await self._end_of_speech(self._buffer.peek(), early)
+        if self._end_due is not None and self._fed >= self._end_due:
+            self._end_due = None
+            await self._end_of_speech(self._buffer.peek())
+        if (
+            self._held_end is None
+            and self._buffer.speech_samples() > self.settings.max_utterance_s * VAD_SAMPLE_RATE
+        ):
             await self._end_of_speech(self._buffer.cut())
 
     # --- turns --------------------------------------------------------------------------------
+    async def _resume_turn(self) -> None:
+        """Speech again before the reply to the held turn started playing: that end was a pause.
+        Cancel the reply quietly (the device never left `listening`) and let the turn go on."""
+        self._held_end = None  # first: the cancelled reply must not release the buffer
+        self.metrics.turns_resumed.inc()
+        log.info("session %s: speech resumed before the reply played; the turn goes on", self.session_id)
+        await self.cancel_reply(send_stop=False)
+
+    def _release_held(self) -> None:
+        """The held turn is over (its reply plays, or it ended without one): drop its audio."""
+        if self._held_end is not None:
+            self._buffer.cut(self._held_end)
+            self._held_end = None
+
     def _start_early(self, silence_start: int) -> None:
         """A pause: transcribe what was said so far while the VAD waits to see if the turn ends."""
         self._drop_early()
-        if not self.stages.asr_load.idle(self.settings.early_asr_max_busy, time.monotonic()):
+        if not self._asr_idle():
             return  # ASR is busy: the turn is transcribed at its end, as without early runs
         utterance = self._buffer.peek()
         if len(utterance) < self.settings.min_utterance_ms * VAD_SAMPLE_RATE // 1000:
@@ -304,6 +360,10 @@ class Conversation:
     async def _transcribe(self, utterance: Int16Array) -> Transcript:
         with self.stages.asr_load.track():
             return await self.stages.asr.transcribe(utterance, self._language, self._device_language)
+
+    def _asr_idle(self) -> bool:
+        """ASR has time to spare for work that may be thrown away (gateway.early.AsrLoad)."""
+        return self.stages.asr_load.idle(self.settings.early_asr_max_busy, time.monotonic())
 
     def _take_early(self, silence_start: int) -> EarlyTurn | None:
         """The early work if the turn ends in the pause it was started at, else None (the user
@@ -330,6 +390,7 @@ class Conversation:
             log.debug("session %s: %d ms utterance ignored", self.session_id, len(utterance) // 16)
             if early is not None:
                 early.cancel()
+            self._release_held()
             return
         # The utterance ends with the latest chunk: its last voiced frame reached us that much
         # audio time before the chunk did (devices send in real time).
@@ -360,13 +421,16 @@ class Conversation:
                 await self._send_error(code, str(exc))
                 # No reply will come: `tts stop` ends the turn on the device at once (back to
                 # listening in auto mode, idle in manual) instead of leaving it waiting for audio.
+                self._release_held()
                 await self.out.send_json(proto.tts_stop(self.session_id))
                 return
             times.stt = time.monotonic()
             text = transcript.text.strip()
             if not text:
+                self._release_held()  # noise: nothing to answer, and nothing to join more speech to
                 return
             if text in self.settings.exit_commands:
+                self._release_held()
                 await self.out.send_json(proto.stt(self.session_id, text))
                 await self.out.close(proto.CLOSE_NORMAL, "exit command")
                 return
@@ -390,25 +454,32 @@ class Conversation:
         self.last_turn = times
         if send_stt:
             await self.out.send_json(proto.stt(self.session_id, text))
-        await self.out.send_json(proto.tts_start(self.session_id))
-        self.speaking = True
         spoken: list[str] = []
+        ran_its_course = False  # answered or failed, not cancelled
         try:
-            await asyncio.wait_for(
-                self._pipeline(text, times, language, spoken, prefetch), self.settings.reply_timeout_s
-            )
-        except OverloadedError as exc:
-            await self._send_error("overloaded", str(exc))
-            if exc.stage == "llm" and not spoken:
-                await self._say_busy(language)
-        except VoicePipelineError as exc:
-            log.warning("session %s: reply failed: %s", self.session_id, exc)
-            await self._send_error("reply_failed", str(exc))
-        except TimeoutError:
-            await self._send_error("reply_timeout", f"reply took over {self.settings.reply_timeout_s:.0f} s")
+            try:
+                await asyncio.wait_for(
+                    self._pipeline(text, times, language, spoken, prefetch), self.settings.reply_timeout_s
+                )
+            except OverloadedError as exc:
+                await self._send_error("overloaded", str(exc))
+                if exc.stage == "llm" and not spoken:
+                    await self._say_busy(language)
+            except VoicePipelineError as exc:
+                log.warning("session %s: reply failed: %s", self.session_id, exc)
+                await self._send_error("reply_failed", str(exc))
+            except TimeoutError:
+                await self._send_error(
+                    "reply_timeout", f"reply took over {self.settings.reply_timeout_s:.0f} s"
+                )
+            ran_its_course = True
         finally:
-            self.history.commit(text, join_sentences(spoken))
+            # A reply cancelled before it played is not history: its turn was taken back (the user
+            # went on speaking) or replaced by another.
+            if spoken or ran_its_course:
+                self.history.commit(text, join_sentences(spoken))
         self.speaking = False
+        self._release_held()  # ended without audio (a failure): the turn is over all the same
         await self.out.send_json(proto.tts_stop(self.session_id))
         self._log_turn(text, join_sentences(spoken), times)
 
@@ -426,7 +497,7 @@ class Conversation:
                     # Not the turn's first audio: the latency metric is of answers.
                     answered = TurnTimes(speech_end=0.0, tts_audio=0.0, first_audio=0.0)
                     group.create_task(self._speak(sentence_q, audio_q, language, answered))
-                    group.create_task(self._send(audio_q, answered, []))
+                    group.create_task(self._send(audio_q, answered, [], Opening()))
         except (TimeoutError, BaseExceptionGroup) as exc:
             log.info("session %s: busy answer not spoken: %r", self.session_id, exc)
 
@@ -445,14 +516,15 @@ class Conversation:
         # devices with the stage 97% idle). A reply is a few sentences (max_tokens caps it), so
         # buffering its packets costs kilobytes and frees each slot as soon as synthesis ends.
         audio_q: asyncio.Queue[object] = asyncio.Queue()
+        opening = Opening()
         try:
             # The first failure cancels the other two (and so does a cancel of this reply).
             async with asyncio.TaskGroup() as group:
                 group.create_task(
-                    self._write(self._reply_stream(text, language, prefetch), times, sentence_q)
+                    self._write(self._reply_stream(text, language, prefetch), times, sentence_q, opening)
                 )
                 group.create_task(self._speak(sentence_q, audio_q, language, times))
-                group.create_task(self._send(audio_q, times, spoken))
+                group.create_task(self._send(audio_q, times, spoken, opening))
         except BaseExceptionGroup as failed:
             # The callers handle the stage errors one by one: raise the failure that stopped the
             # reply (the others, if any, happened as the group was cancelled).
@@ -471,27 +543,31 @@ class Conversation:
         return timed(self.stages.llm.stream_chat(messages))
 
     async def _write(
-        self, stream: AsyncIterator[TimedDelta], times: TurnTimes, sentence_q: asyncio.Queue[object]
+        self,
+        stream: AsyncIterator[TimedDelta],
+        times: TurnTimes,
+        sentence_q: asyncio.Queue[object],
+        opening: Opening,
     ) -> None:
-        """LLM -> sentences, each handed to TTS the moment it is complete."""
+        """LLM -> sentences, each handed to TTS the moment it is complete. The first sentence
+        chooses the reply's face, shown when the reply starts playing."""
         splitter = SentenceSplitter()
-        emotion_sent = False
         async for arrived, delta in stream:
             if times.first_token is None:
                 times.first_token = arrived  # before the turn ended, for a reply begun early
             for sentence in splitter.push(delta):
-                if not emotion_sent:
-                    times.first_sentence = time.monotonic()
-                    await self.out.send_json(proto.llm_emotion(self.session_id, emotion_for(sentence)))
-                    emotion_sent = True
+                self._first_sentence(sentence, times, opening)
                 await sentence_q.put(sentence)
         for sentence in splitter.flush():
-            if not emotion_sent:
-                times.first_sentence = time.monotonic()
-                await self.out.send_json(proto.llm_emotion(self.session_id, emotion_for(sentence)))
-                emotion_sent = True
+            self._first_sentence(sentence, times, opening)
             await sentence_q.put(sentence)
         await sentence_q.put(_END)
+
+    @staticmethod
+    def _first_sentence(sentence: str, times: TurnTimes, opening: Opening) -> None:
+        if opening.emotion is None:
+            times.first_sentence = time.monotonic()
+            opening.emotion = emotion_for(sentence)
 
     async def _speak(
         self,
@@ -508,16 +584,38 @@ class Conversation:
                 sample_rate=self.settings.output_sample_rate,
                 frame_ms=self.settings.frame_ms,
             )
-            await audio_q.put(sentence)
+            # The subtitle goes with the sentence's first audio: until the reply's first audio,
+            # nothing may reach the device (the turn can still be taken back).
+            announced = False
             async for chunk in self.stages.tts.synthesize(request):
                 if times.tts_audio is None:
                     times.tts_audio = time.monotonic()
+                if not announced:
+                    await audio_q.put(sentence)
+                    announced = True
                 await audio_q.put(chunk.packets)
+            if not announced:
+                await audio_q.put(sentence)
         await audio_q.put(_END)
 
-    async def _send(self, audio_q: asyncio.Queue[object], times: TurnTimes, spoken: list[str]) -> None:
+    async def _begin_speaking(self, opening: Opening) -> None:
+        """The reply's first audio is ready: the turn is over for good. The held audio goes, the
+        device enters `speaking` (its microphone closes) and gets the reply's face."""
+        if opening.done:
+            return
+        opening.done = True
+        self._release_held()
+        await self.out.send_json(proto.tts_start(self.session_id))
+        self.speaking = True
+        if opening.emotion is not None:
+            await self.out.send_json(proto.llm_emotion(self.session_id, opening.emotion))
+
+    async def _send(
+        self, audio_q: asyncio.Queue[object], times: TurnTimes, spoken: list[str], opening: Opening
+    ) -> None:
         clock = PlaybackClock(frame_ms=self.settings.frame_ms, lead_ms=self.settings.playback_lead_ms)
         while (item := await audio_q.get()) is not _END:
+            await self._begin_speaking(opening)
             if isinstance(item, str):
                 await self.out.send_json(proto.tts_sentence_start(self.session_id, item))
                 spoken.append(item)

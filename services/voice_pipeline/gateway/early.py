@@ -1,9 +1,9 @@
 """Work begun at a pause in speech, before the VAD knows whether the turn ends there.
 
-At `pause_ms` of silence (VadSettings, 128 ms) the gateway transcribes the utterance so far and,
+At `pause_ms` of silence (VadSettings, 64 ms) the gateway transcribes the utterance so far and,
 when the transcript is something to answer and `gateway.early_reply` is on (off by default, see
 GatewaySettings), starts the language model on it, buffering the reply. If the turn then ends in
-that same silence (`min_silence_ms`, 350 ms), both are the turn's: the transcript and part of the
+that same silence (`min_silence_ms`, 200 ms), both are the turn's: the transcript and part of the
 model's time to first token are spent while the VAD's end-of-turn wait runs anyway. If speech
 goes on instead, both are cancelled; a dropped early reply costs the provider one prompt and the
 few tokens it wrote before the cancel. Nothing reaches the device, the history or the caches

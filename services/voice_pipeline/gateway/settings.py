@@ -87,6 +87,17 @@ class GatewaySettings(BaseModel):
         description="Transcribe early (at the VAD's pause) only while ASR was busy less than this share of "
         "the recent time (5 s half-life) and idle now; 0 = never.",
     )
+    # A short end-of-turn silence (vad.min_silence_ms) is safe because a turn is held until its
+    # reply plays, and speech that resumes joins it; but each end taken back cost a transcription.
+    # Near capacity that transcription delays other turns, so there the end waits longer: 120 ms
+    # more (two 60 ms device frames) make the ~350 ms of before. Measured at 56 devices
+    # (2026-11-30, interleaved): 12-13 turns taken back a minute with it, 76-81 without.
+    busy_end_extra_ms: int = Field(
+        120,
+        ge=0,
+        description="While ASR is busy (the early-transcription gate is shut), a turn the VAD ended is "
+        "transcribed only after this much more silence; speech in it continues the turn at no cost.",
+    )
     # Off by default, by measurement (one device, 2-core EPYC, 2026-11-29): the pause comes ~200 ms
     # before the turn's end and whisper-base takes 230-280 ms to transcribe it, so the request
     # started no earlier than at the end (no gain), while 4 of 11 pauses were not the end (+57%

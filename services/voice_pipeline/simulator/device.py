@@ -2,7 +2,7 @@
 
 It speaks the protocol exactly as the firmware does: handshake headers, hello, `listen start`,
 the clip as 60 ms Opus frames paced in real time on a monotonic clock, then silence frames until
-the server answers (VAD end of speech) or 3 s pass. Reply audio is decoded and "played" in real
+the reply starts (`tts start`: the firmware's microphone closes in `speaking`) or 3 s pass. Reply audio is decoded and "played" in real
 time: a turn ends at max(tts stop, first audio + audio duration).
 """
 
@@ -249,8 +249,11 @@ class SimulatedDevice:
         plays in real time) while it keeps coming."""
         result = TurnResult()
         stt_seen = asyncio.Event()
+        # The firmware's microphone stays open until `tts start` (state `speaking`), not `stt`:
+        # the server may take a turn's end back while its reply is being prepared.
+        speaking = asyncio.Event()
         await self.send_json({"type": "listen", "state": "start", "mode": self.mode})
-        sender = asyncio.create_task(self._stream_clip(pcm, stt_seen))
+        sender = asyncio.create_task(self._stream_clip(pcm, speaking))
         speech_end: float | None = None
         first_audio: float | None = None
         seen: dict[str, float] = {}  # event -> monotonic time; made relative to speech end at the end
@@ -311,6 +314,8 @@ class SimulatedDevice:
                     stt_seen.set()
                 elif kind == "llm":
                     seen.setdefault("first_token", now)
+                elif kind == "tts" and item.get("state") == "start":
+                    speaking.set()
                 elif kind == "tts" and item.get("state") == "sentence_start":
                     sentences.append(str(item.get("text", "")))
                     seen.setdefault("first_token", now)
@@ -321,7 +326,7 @@ class SimulatedDevice:
                     if item.get("code") in ("overloaded", "reply_failed", "asr_failed", "reply_timeout"):
                         result.error = f"{item.get('code')}: {item.get('message')}"
         finally:
-            stt_seen.set()
+            speaking.set()
             if not sender.done():
                 await sender
             speech_end = sender.result() if speech_end is None and not sender.cancelled() else speech_end

@@ -14,21 +14,26 @@ class VadSettings(BaseModel):
         3, ge=1, description="Voiced windows among the last `window_history` to start speech."
     )
     window_history: int = Field(5, ge=1, description="Windows considered for the speech start vote.")
-    # Chosen by measurement (`make bench-asr`, docs/benchmarks.md "Endpointing", 2026-11-29). The
-    # segmenter counts 32 ms windows: 300 waits 320 ms, 350 waits 352, 400 waits 416. Over 190
-    # Piper sentences 200 ended 10 turns inside a comma pause, 300 one, 400 none; 300 also split
-    # the espeak Mandarin clip zh_hello (a fleet-workload clip) at its comma, 350 does not; each
-    # step adds its wait to every turn's first audio.
+    # Chosen by measurement (`make bench-asr`, docs/benchmarks.md "Endpointing"; one-device runs in
+    # bench/analysis.md, 2026-11-30). The segmenter counts 32 ms windows: 200 waits 224 ms, 350
+    # waits 352. Over 190 Piper sentences 200 ends 10 turns inside a comma pause, where a turn cut
+    # off would lose the rest of the sentence; but the gateway holds a turn until its reply plays,
+    # and speech that resumes joins it (gateway/conversation.py), so such a cut costs a wasted
+    # transcription, not words. 200 (the reference server's) against 350: first audio p50 ~120 ms
+    # sooner at one device.
     min_silence_ms: int = Field(
-        350,
+        200,
         ge=32,
-        description="Silence that ends an utterance (measured: 200-300 end turns at comma pauses, 400 adds 64 ms).",
+        description="Silence that ends an utterance (a pause taken for the end is taken back when speech "
+        "resumes before the reply plays).",
     )
     # Early transcription: at this much silence the gateway starts ASR on the utterance so far, and
     # if the turn then ends without more speech its transcript is (nearly) ready: the ASR time hides
-    # inside the rest of the end-of-turn wait. Speech that resumes costs one wasted ASR run.
+    # inside the rest of the end-of-turn wait. Speech that resumes costs one wasted ASR run. Two
+    # windows: Silero scores ~100 ms of a word's tail as voice, so the pause is reported ~160 ms
+    # after the voice, ~160 ms before the end; whisper-base needs ~200-240 ms for the turn here.
     pause_ms: int = Field(
-        128,
+        64,
         ge=0,
         description="Silence at which a speech_pause event lets the gateway transcribe early (0 = off; "
         "must be below min_silence_ms).",
