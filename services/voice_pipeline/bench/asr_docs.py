@@ -236,10 +236,13 @@ def asr_lines(record: dict[str, Any] | None, machine_text: str = "") -> list[str
             "Silero VAD + the segmenter over every English clip (0.3 s of silence before, 1.5 s after) "
             "and over two-sentence clips joined by a seeded 150-600 ms pause, and over the espeak-ng "
             "Mandarin fixtures (their own 0.3 s lead; zh_hello has a comma pause, and it is a clip of "
-            "the fleet workload). The segmenter counts 32 ms windows: 300 ms waits 320, 350 waits 352, "
-            "400 waits 416. A turn is cut short when "
+            "the fleet workload). The segmenter counts 32 ms windows: 200 ms waits 224, 300 waits 320, "
+            "350 waits 352, 400 waits 416. A turn is cut short when "
             "the segmenter ends it before the last 10 ms frame above -40 dBFS; the delay runs from that "
-            "frame to the moment the segmenter ends the turn.",
+            "frame to the moment the segmenter ends the turn. The last column is the longest wait, over "
+            "all groups, from a cut to the speech start the segmenter fires next: the gateway holds a "
+            "turn until its reply's first audio (at least 650 ms with the emulated providers), so a cut "
+            "whose speech resumes sooner loses nothing; it costs a wasted transcription.",
             "",
             *endpoint,
             "",
