@@ -48,8 +48,11 @@ async def test_vad_batched_across_sessions_equals_each_session_alone() -> None:
     assert together == alone
     for events in alone:
         boundaries = [(k, sample) for k, sample in events if k != "speech_pause"]  # early-ASR hints
-        assert [k for k, _ in boundaries] == ["speech_start", "speech_end"]
-        start, end = boundaries[0][1], boundaries[1][1]
+        # A clip with a comma pause (en_hello, zh_hello) is two segments at the 200 ms end of turn:
+        # the gateway joins them (it holds a turn until its reply plays); the VAD just alternates.
+        kinds = [k for k, _ in boundaries]
+        assert kinds == ["speech_start", "speech_end"] * (len(kinds) // 2) and kinds, kinds
+        start, end = boundaries[0][1], boundaries[-1][1]
         assert 0.1 < start / 16000 < 0.6 and end > start + 16000  # speech begins after the 0.3 s pad
     batch_sum = metrics.registry.get_sample_value("voice_stage_batch_size_sum", {"stage": "vad"})
     batch_count = metrics.registry.get_sample_value("voice_stage_batch_size_count", {"stage": "vad"})

@@ -753,3 +753,19 @@ async def test_near_capacity_speech_in_the_longer_wait_continues_the_turn_at_no_
     await wait_reply(conv)
     assert asr.started == [11 * 960]  # one transcription, of the whole turn
     assert metrics.registry.get_sample_value("voice_gateway_turns_resumed_total") == 0
+
+
+async def test_a_reply_ready_at_once_waits_out_the_hold_so_a_pause_can_still_resume() -> None:
+    # Instant stages (a cache hit): the reply is ready long before the user's pause is over.
+    start, end = VadEvent("speech_start", 0), VadEvent("speech_end", 4 * 960)
+    again, end_again = VadEvent("speech_start", 9 * 960), VadEvent("speech_end", 12 * 960)
+    script = [[start], [], [], [end], [], [], [], [], [], [again], [], [], [end_again]]
+    conv, asr, out, metrics = _scripted(script, FakeLlm(["Fine."]), hold_min_ms=200)
+    await conv.listen_start("auto")
+    await _feed(conv, 5)
+    assert "tts:start" not in out.kinds()  # held: nothing plays within 200 ms of the end
+    await _feed(conv, 8)
+    await wait_reply(conv)
+    assert asr.started == [4 * 960, 13 * 960]  # the resumed speech joined the turn
+    assert metrics.registry.get_sample_value("voice_gateway_turns_resumed_total") == 1
+    assert out.kinds().count("tts:start") == 1

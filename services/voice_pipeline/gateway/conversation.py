@@ -190,6 +190,7 @@ class Conversation:
         # While ASR is busy, the sample count (`_fed`) at which the held turn is transcribed, if
         # no speech comes first (`busy_end_extra_ms`). None: not waiting.
         self._end_due: int | None = None
+        self._held_at = 0.0  # when the VAD ended the held turn (monotonic)
         self._language: Language = self._parse_language(settings.language)
         # The device's own language (auth.DeviceIdentity.language): what ASR falls back to when it
         # cannot tell. (Typed text keeps `auto`: its script, not the device, says its language.)
@@ -309,6 +310,7 @@ class Conversation:
                 # silence, and Whisper transcribes better with a little trailing quiet.
                 early = self._take_early(event.sample)
                 self._held_end = self._buffer.base + self._buffer.size
+                self._held_at = time.monotonic()
                 extra = self.settings.busy_end_extra_ms * VAD_SAMPLE_RATE // 1000
                 if early is None and extra and not self._asr_idle():
                     self._end_due = self._fed + extra
@@ -604,6 +606,11 @@ class Conversation:
         if opening.done:
             return
         opening.done = True
+        if self._held_end is not None:
+            # Too soon after the end, the user may only be pausing: wait (a resume cancels us).
+            wait = self._held_at + self.settings.hold_min_ms / 1000 - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
         self._release_held()
         await self.out.send_json(proto.tts_start(self.session_id))
         self.speaking = True

@@ -92,6 +92,15 @@ class GatewaySettings(BaseModel):
     # Near capacity that transcription delays other turns, so there the end waits longer: 120 ms
     # more (two 60 ms device frames) make the ~350 ms of before. Measured at 56 devices
     # (2026-11-30, interleaved): 12-13 turns taken back a minute with it, 76-81 without.
+    # With fast providers (a cache hit, a local stand-in) the first audio can be ready ~50 ms after
+    # the end, before speech that paused resumes: `make bench-asr` (2026-11-30) saw it resume up to
+    # 448 ms after a 200 ms end (a comma pause), the fixture en_hello 96 ms after.
+    hold_min_ms: int = Field(
+        450,
+        ge=0,
+        description="A reply starts playing no sooner than this after the VAD ended its turn, so speech "
+        "that resumes in that time still joins the turn (slower replies are not delayed).",
+    )
     busy_end_extra_ms: int = Field(
         120,
         ge=0,
