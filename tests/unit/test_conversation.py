@@ -769,3 +769,17 @@ async def test_a_reply_ready_at_once_waits_out_the_hold_so_a_pause_can_still_res
     assert asr.started == [4 * 960, 13 * 960]  # the resumed speech joined the turn
     assert metrics.registry.get_sample_value("voice_gateway_turns_resumed_total") == 1
     assert out.kinds().count("tts:start") == 1
+
+
+async def test_an_abort_before_the_reply_plays_ends_the_held_turn() -> None:
+    start, end = VadEvent("speech_start", 0), VadEvent("speech_end", 4 * 960)
+    later, later_end = VadEvent("speech_start", 6 * 960), VadEvent("speech_end", 9 * 960)
+    script = [[start], [], [], [end], [], [], [later], [], [later_end]]
+    conv, asr, _out, metrics = _scripted(script, FakeLlm(["Fine."], delay=0.3))
+    await conv.listen_start("auto")
+    await _feed(conv, 5)
+    await conv.abort()  # the device's button while the reply is prepared
+    await _feed(conv, 4)
+    await wait_reply(conv)
+    assert asr.started == [4 * 960, 3 * 960]  # the next turn is only the new speech
+    assert metrics.registry.get_sample_value("voice_gateway_turns_resumed_total") == 0

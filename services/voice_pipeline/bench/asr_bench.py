@@ -505,7 +505,7 @@ def early_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "early_used": len(used),
         "differ": sum(1 for r in used if r["text_early"] != r["text_end"]),
         "dropped": sum(r["early_dropped"] for r in rows),
-        "resumed": sum(r.get("resumed", 0) for r in rows),
+        "resumed": sum(r["resumed"] for r in rows),
         "wer_en_early": rate_of(rows, "en", "text_early"),
         "wer_en_end": rate_of(rows, "en", "text_end"),
         "cer_zh_early": rate_of(rows, "zh", "text_early"),

@@ -68,11 +68,11 @@ def garbled_table(record: dict[str, Any]) -> list[str]:
 
 def resume_cell(rows: dict[str, dict[str, Any]]) -> str:
     """The longest wait from a cut to the resumed speech, over every group (older records: -)."""
-    resumes = [r for row in rows.values() for r in row.get("resumed_after_ms", [None])]
-    if not any(row.get("truncated") for row in rows.values()):
+    if not any(row["truncated"] for row in rows.values()):
         return "no cuts"
-    if "resumed_after_ms" not in next(iter(rows.values())):
+    if any("resumed_after_ms" not in row for row in rows.values()):
         return "-"
+    resumes = [r for row in rows.values() for r in row["resumed_after_ms"]]
     never = sum(1 for r in resumes if r is None)
     longest = max((r for r in resumes if r is not None), default=0.0)
     return f"{longest:.0f}" + (f" ({never} never)" if never else "")

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -83,6 +83,18 @@ class Opening:
 
     emotion: str | None = None
     done: bool = False
+
+
+@dataclass
+class HeldTurn:
+    """A turn the VAD ended whose reply has not started playing: the buffer keeps its audio up to
+    `end` (absolute sample), so speech that resumes joins it (`Conversation._resume_turn`)."""
+
+    end: int
+    at: float  # when the VAD ended it (monotonic): a reply plays no sooner than `hold_min_ms` after
+    # While ASR is busy: the sample count (`_fed`) at which it is transcribed, if no speech comes
+    # first (`busy_end_extra_ms`). None: transcribed (or being transcribed) already.
+    due: int | None = None
 
 
 @dataclass
@@ -183,14 +195,7 @@ class Conversation:
         # Early transcription and reply (gateway.early), begun at the latest pause. The turn's end
         # uses them if its silence began at the same sample.
         self._early: EarlyTurn | None = None
-        # Where the turn the VAD ended stops in the buffer (absolute sample), while its reply has
-        # not started playing: the buffer keeps the turn until then, and speech that resumes joins
-        # it (`_resume_turn`). None: no such turn.
-        self._held_end: int | None = None
-        # While ASR is busy, the sample count (`_fed`) at which the held turn is transcribed, if
-        # no speech comes first (`busy_end_extra_ms`). None: not waiting.
-        self._end_due: int | None = None
-        self._held_at = 0.0  # when the VAD ended the held turn (monotonic)
+        self._held: HeldTurn | None = None
         self._language: Language = self._parse_language(settings.language)
         # The device's own language (auth.DeviceIdentity.language): what ASR falls back to when it
         # cannot tell. (Typed text keeps `auto`: its script, not the device, says its language.)
@@ -236,7 +241,7 @@ class Conversation:
         self.mode = mode
         self.listening = True
         self._drop_early()
-        self._held_end = self._end_due = None
+        self._held = None
         self._buffer.clear()
         if mode == "manual":
             # Push-to-talk: the button, not the VAD, says when speech starts. Without a marked
@@ -295,9 +300,9 @@ class Conversation:
         for event in events:
             if event.kind == "speech_start":
                 self._on_activity()
-                if self._end_due is not None:
-                    self._held_end = self._end_due = None  # not transcribed yet: nothing to undo
-                elif self._held_end is not None:
+                if self._held is not None and self._held.due is not None:
+                    self._held = None  # not transcribed yet: nothing to undo
+                elif self._held is not None:
                     await self._resume_turn()  # the turn's start stays where it was
                 else:
                     self._buffer.mark_start(event.sample)
@@ -309,18 +314,17 @@ class Conversation:
                 # Keep the hangover silence too: Silero often scores a soft last syllable as
                 # silence, and Whisper transcribes better with a little trailing quiet.
                 early = self._take_early(event.sample)
-                self._held_end = self._buffer.base + self._buffer.size
-                self._held_at = time.monotonic()
+                self._held = HeldTurn(self._buffer.base + self._buffer.size, time.monotonic())
                 extra = self.settings.busy_end_extra_ms * VAD_SAMPLE_RATE // 1000
                 if early is None and extra and not self._asr_idle():
-                    self._end_due = self._fed + extra
+                    self._held.due = self._fed + extra
                 else:
                     await self._end_of_speech(self._buffer.peek(), early)
-        if self._end_due is not None and self._fed >= self._end_due:
-            self._end_due = None
+        if self._held is not None and self._held.due is not None and self._fed >= self._held.due:
+            self._held.due = None
             await self._end_of_speech(self._buffer.peek())
         if (
-            self._held_end is None
+            self._held is None
             and self._buffer.speech_samples() > self.settings.max_utterance_s * VAD_SAMPLE_RATE
         ):
             await self._end_of_speech(self._buffer.cut())
@@ -329,16 +333,26 @@ class Conversation:
     async def _resume_turn(self) -> None:
         """Speech again before the reply to the held turn started playing: that end was a pause.
         Cancel the reply quietly (the device never left `listening`) and let the turn go on."""
-        self._held_end = None  # first: the cancelled reply must not release the buffer
+        self._held = None  # first: the cancelled reply must not release the buffer
         self.metrics.turns_resumed.inc()
         log.info("session %s: speech resumed before the reply played; the turn goes on", self.session_id)
         await self.cancel_reply(send_stop=False)
 
-    def _release_held(self) -> None:
-        """The held turn is over (its reply plays, or it ended without one): drop its audio."""
-        if self._held_end is not None:
-            self._buffer.cut(self._held_end)
-            self._held_end = None
+    def _release(self, held: HeldTurn | None) -> None:
+        """`held` is over (its reply plays, or ended without playing): drop its audio. A no-op
+        when it was taken back (speech resumed) or released already."""
+        if held is not None and held is self._held:
+            self._buffer.cut(held.end)
+            self._held = None
+
+    async def _holding(self, reply: Awaitable[None]) -> None:
+        """Run a reply to the turn held now; however the reply ends (played, failed, nothing to
+        answer, cancelled), that turn is over with it."""
+        held = self._held
+        try:
+            await reply
+        finally:
+            self._release(held)
 
     def _start_early(self, silence_start: int) -> None:
         """A pause: transcribe what was said so far while the VAD waits to see if the turn ends."""
@@ -392,7 +406,7 @@ class Conversation:
             log.debug("session %s: %d ms utterance ignored", self.session_id, len(utterance) // 16)
             if early is not None:
                 early.cancel()
-            self._release_held()
+            self._release(self._held)
             return
         # The utterance ends with the latest chunk: its last voiced frame reached us that much
         # audio time before the chunk did (devices send in real time).
@@ -403,7 +417,7 @@ class Conversation:
             times.voice_end = self._chunk_at - (len(tail) - voiced) / VAD_SAMPLE_RATE
         if self._reply is not None and not self._reply.done():
             await self.cancel_reply(send_stop=True)  # a new utterance while speaking: barge-in
-        self._reply = asyncio.create_task(self._transcribe_and_reply(utterance, times, early))
+        self._reply = asyncio.create_task(self._holding(self._transcribe_and_reply(utterance, times, early)))
 
     async def _transcribe_and_reply(
         self, utterance: Int16Array, times: TurnTimes, early: EarlyTurn | None = None
@@ -423,16 +437,13 @@ class Conversation:
                 await self._send_error(code, str(exc))
                 # No reply will come: `tts stop` ends the turn on the device at once (back to
                 # listening in auto mode, idle in manual) instead of leaving it waiting for audio.
-                self._release_held()
                 await self.out.send_json(proto.tts_stop(self.session_id))
                 return
             times.stt = time.monotonic()
             text = transcript.text.strip()
             if not text:
-                self._release_held()  # noise: nothing to answer, and nothing to join more speech to
                 return
             if text in self.settings.exit_commands:
-                self._release_held()
                 await self.out.send_json(proto.stt(self.session_id, text))
                 await self.out.close(proto.CLOSE_NORMAL, "exit command")
                 return
@@ -443,7 +454,9 @@ class Conversation:
 
     async def _start_reply(self, text: str, times: TurnTimes, send_stt: bool) -> None:
         await self.cancel_reply(send_stop=False)
-        self._reply = asyncio.create_task(self._reply_to(text, times, self._language, send_stt))
+        self._reply = asyncio.create_task(
+            self._holding(self._reply_to(text, times, self._language, send_stt))
+        )
 
     async def _reply_to(
         self,
@@ -481,7 +494,6 @@ class Conversation:
             if spoken or ran_its_course:
                 self.history.commit(text, join_sentences(spoken))
         self.speaking = False
-        self._release_held()  # ended without audio (a failure): the turn is over all the same
         await self.out.send_json(proto.tts_stop(self.session_id))
         self._log_turn(text, join_sentences(spoken), times)
 
@@ -606,12 +618,12 @@ class Conversation:
         if opening.done:
             return
         opening.done = True
-        if self._held_end is not None:
+        if self._held is not None:
             # Too soon after the end, the user may only be pausing: wait (a resume cancels us).
-            wait = self._held_at + self.settings.hold_min_ms / 1000 - time.monotonic()
+            wait = self._held.at + self.settings.hold_min_ms / 1000 - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-        self._release_held()
+        self._release(self._held)
         await self.out.send_json(proto.tts_start(self.session_id))
         self.speaking = True
         if opening.emotion is not None:

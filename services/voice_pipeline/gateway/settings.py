@@ -87,11 +87,6 @@ class GatewaySettings(BaseModel):
         description="Transcribe early (at the VAD's pause) only while ASR was busy less than this share of "
         "the recent time (5 s half-life) and idle now; 0 = never.",
     )
-    # A short end-of-turn silence (vad.min_silence_ms) is safe because a turn is held until its
-    # reply plays, and speech that resumes joins it; but each end taken back cost a transcription.
-    # Near capacity that transcription delays other turns, so there the end waits longer: 120 ms
-    # more (two 60 ms device frames) make the ~350 ms of before. Measured at 56 devices
-    # (2026-11-30, interleaved): 12-13 turns taken back a minute with it, 76-81 without.
     # With fast providers (a cache hit, a local stand-in) the first audio can be ready ~50 ms after
     # the end, before speech that paused resumes: `make bench-asr` (2026-11-30) saw it resume up to
     # 448 ms after a 200 ms end (a comma pause), the fixture en_hello 96 ms after.
@@ -101,6 +96,11 @@ class GatewaySettings(BaseModel):
         description="A reply starts playing no sooner than this after the VAD ended its turn, so speech "
         "that resumes in that time still joins the turn (slower replies are not delayed).",
     )
+    # A short end-of-turn silence (vad.min_silence_ms) is safe because a turn is held until its
+    # reply plays, and speech that resumes joins it; but each end taken back cost a transcription.
+    # Near capacity that transcription delays other turns, so there the end waits longer: 120 ms
+    # more (two 60 ms device frames) make the ~350 ms of before. Measured at 56 devices
+    # (2026-11-30, interleaved): 12-13 turns taken back a minute with 150 ms, 76-81 without.
     busy_end_extra_ms: int = Field(
         120,
         ge=0,

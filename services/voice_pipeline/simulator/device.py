@@ -2,8 +2,9 @@
 
 It speaks the protocol exactly as the firmware does: handshake headers, hello, `listen start`,
 the clip as 60 ms Opus frames paced in real time on a monotonic clock, then silence frames until
-the reply starts (`tts start`: the firmware's microphone closes in `speaking`) or 3 s pass. Reply audio is decoded and "played" in real
-time: a turn ends at max(tts stop, first audio + audio duration).
+the reply starts (`tts start`: the firmware's microphone closes in `speaking`) or 3 s pass. Reply
+audio is decoded and "played" in real time: a turn ends at max(tts stop, first audio + audio
+duration).
 """
 
 from __future__ import annotations
