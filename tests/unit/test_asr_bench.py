@@ -90,13 +90,13 @@ def test_the_docs_section_says_when_the_default_misses_the_budget() -> None:
 def test_turn_cuts_follow_the_gateway_pause_and_end() -> None:
     from voice_pipeline.bench.asr_bench import turn_cuts
 
-    # speech, a 192 ms pause (shorter than the 200 ms end), speech, then silence; pre-roll 2 windows
-    probs = [0.0] * 10 + [0.9] * 20 + [0.0] * 6 + [0.9] * 5 + [0.0] * 20
+    # speech, a 128 ms pause (shorter than the 160 ms end), speech, then silence; pre-roll 2 windows
+    probs = [0.0] * 10 + [0.9] * 20 + [0.0] * 4 + [0.9] * 5 + [0.0] * 20
     cuts = turn_cuts(probs, preroll=2 * WINDOW)
     assert cuts is not None
     assert cuts.start == 8 * WINDOW  # speech start (window 10) less the pre-roll
-    assert cuts.early == 43 * WINDOW  # the second silence began at 41; 64 ms = 2 windows in
-    assert cuts.end == 48 * WINDOW  # 200 ms = 7 windows of it
+    assert cuts.early == 41 * WINDOW  # the second silence began at 39; 64 ms = 2 windows in
+    assert cuts.end == 44 * WINDOW  # 160 ms = 5 windows of it
     assert cuts.dropped == 1 and cuts.resumed == 0  # the early run at the first pause, thrown away
     assert turn_cuts([0.0] * 30, preroll=0) is None  # no speech, no turn
 
@@ -104,15 +104,32 @@ def test_turn_cuts_follow_the_gateway_pause_and_end() -> None:
 def test_speech_resumed_within_the_hold_joins_the_turn() -> None:
     from voice_pipeline.bench.asr_bench import turn_cuts
 
-    # A 320 ms pause ends the turn (at 224 ms); speech resumes 192 ms after that end, within the hold.
+    # A 320 ms pause ends the turn (at 160 ms); speech resumes 256 ms after that end, within the hold.
     probs = [0.0] * 10 + [0.9] * 20 + [0.0] * 10 + [0.9] * 10 + [0.0] * 30
     cuts = turn_cuts(probs, preroll=2 * WINDOW)
     assert cuts is not None and cuts.resumed == 1
-    assert cuts.end == 57 * WINDOW and cuts.early == 52 * WINDOW  # the second silence's
+    assert cuts.end == 55 * WINDOW and cuts.early == 52 * WINDOW  # the second silence's
     assert cuts.dropped == 1  # the transcript of the first part, begun at its pause
     # With no hold the first end stands: the turn is the first part only.
     alone = turn_cuts(probs, preroll=2 * WINDOW, hold_s=0.0)
-    assert alone is not None and alone.end == 37 * WINDOW and alone.resumed == 0
+    assert alone is not None and alone.end == 35 * WINDOW and alone.resumed == 0
+
+
+def test_turn_cuts_start_early_at_the_quiet_after_the_voice() -> None:
+    from voice_pipeline.bench.asr_bench import turn_cuts, voice_ends
+
+    # 0.3 s quiet, 1 s voiced, quiet: Silero scores 4 windows (128 ms) of the quiet tail as voice.
+    pcm = np.concatenate([np.zeros(4800), np.full(16000, 0.1), np.zeros(24000)]).astype(np.float32)
+    levels = voice_ends(pcm)
+    assert levels[0] == 0 and levels[-1] == 20800  # where the voiced second ends
+    probs = [0.0] * 9 + [0.9] * 32 + [0.4] * 4 + [0.0] * 40
+    quiet = turn_cuts(probs, preroll=0, voiced_until=levels, quiet_ms=60)
+    assert quiet is not None
+    assert quiet.early == 43 * WINDOW  # the first window end >= 60 ms past the voice (20800 + 960)
+    assert quiet.dropped == 0  # one early run, the turn's
+    by_pause = turn_cuts(probs, preroll=0, voiced_until=levels)
+    assert by_pause is not None and by_pause.early == 47 * WINDOW  # the VAD's pause, 4 windows later
+    assert quiet.end == by_pause.end
 
 
 def test_the_uplink_is_the_devices_opus_round_trip() -> None:

@@ -423,21 +423,31 @@ class CountingAsr(FakeAsr):
         return Transcript(f"call {len(self.heard)}", "en", len(pcm) / 16000)
 
 
-async def _early_turn(script: list[list[VadEvent]], asr_busy: int = 0) -> tuple[CountingAsr, Out, Metrics]:
-    metrics, out, asr = Metrics(), Out(), CountingAsr()
+VOICED, QUIET = np.full(960, 3000, np.int16), np.zeros(960, np.int16)  # 60 ms device chunks
+
+
+async def _early_turn(
+    script: list[list[VadEvent]],
+    asr_busy: int = 0,
+    levels: str = "",
+    asr: CountingAsr | None = None,
+    **settings: Any,
+) -> tuple[CountingAsr, Out, Metrics]:
+    """Feed one chunk per script entry: voiced, or as `levels` says ("v" voiced, "q" quiet)."""
+    metrics, out, asr = Metrics(), Out(), asr or CountingAsr()
     stages = Stages(vad=ScriptedVad(script), asr=asr, llm=FakeLlm(["Fine."]), tts=FakeTts())
     stages.asr_load.inflight = asr_busy  # other sessions' transcriptions in flight
     conv = Conversation(
         "s1",
         out,
         stages,
-        GatewaySettings(min_utterance_ms=0, busy_end_extra_ms=0),
+        GatewaySettings(**{"min_utterance_ms": 0, "busy_end_extra_ms": 0} | settings),
         metrics,
         ChatHistory({"en": "prompt"}),
     )
     await conv.listen_start("auto")
-    for _ in range(len(script)):
-        await conv.audio(np.full(960, 3000, np.int16))
+    for i in range(len(script)):
+        await conv.audio(QUIET if levels[i : i + 1] == "q" else VOICED)
         await asyncio.sleep(0.01)  # chunks arrive over time: an early run gets going in between
     await wait_reply(conv)
     return asr, out, metrics
@@ -480,6 +490,65 @@ async def test_an_end_that_names_another_silence_transcribes_again() -> None:
     asr, _, metrics = await _early_turn([[start], [pause], [], [end]])
     assert len(asr.heard) == 2 and asr.started[-1] == 4 * 960  # the whole utterance, at its end
     assert _early(metrics, "dropped") == 1 and _early(metrics, "used") is None
+
+
+def _stt_texts(out: Out) -> list[str]:
+    return [e["text"] for e in out.events if isinstance(e, dict) and e["type"] == "stt"]
+
+
+async def test_quiet_after_the_voice_starts_the_transcription_before_the_vads_pause() -> None:
+    # Voiced, voiced, then quiet: 60 ms of quiet (early_quiet_ms) is there at the third chunk; the
+    # VAD (still scoring the tail as voice) sees its silence begin later, inside its usual tail.
+    script = [[VadEvent("speech_start", 0)], [], [], [VadEvent("speech_pause", 3840)], [], [], []]
+    script.append([VadEvent("speech_end", 3840)])
+    asr, out, metrics = await _early_turn(script, levels="vvqqqqqq")
+    assert asr.started == [3 * 960]  # one run, on the audio up to the first quiet chunk
+    assert _stt_texts(out) == ["call 1"]
+    assert _early(metrics, "used") == 1 and _early(metrics, "dropped") is None
+
+
+async def test_voice_after_the_quiet_starts_the_transcription_again() -> None:
+    script = [[VadEvent("speech_start", 0)], [], [], [], [], [], [], [VadEvent("speech_end", 6720)]]
+    asr, out, metrics = await _early_turn(script, levels="vqvvqqqq")
+    assert asr.started == [2 * 960, 5 * 960]  # the gap inside the speech, then the end
+    assert _stt_texts(out) == ["call 2"]
+    assert _early(metrics, "used") == 1 and _early(metrics, "dropped") == 1
+
+
+async def test_speech_the_vad_heard_after_the_quiet_is_transcribed_at_the_end() -> None:
+    # Quiet by the level but voice to the VAD (a soft-spoken word): its silence begins well past
+    # the snapshot's usual tail, so the snapshot may lack words, and the turn is transcribed whole.
+    script = [[VadEvent("speech_start", 0)], *([[]] * 8), [VadEvent("speech_end", 9 * 960)]]
+    asr, out, metrics = await _early_turn(script, levels="vq" + "q" * 8)
+    assert asr.started == [2 * 960, 10 * 960]
+    assert _stt_texts(out) == ["call 2"]
+    assert _early(metrics, "dropped") == 1 and _early(metrics, "used") is None
+
+
+class SlowCountingAsr(CountingAsr):
+    async def transcribe(self, pcm: np.ndarray, language: Language, fallback: str = "") -> Transcript:
+        result = await super().transcribe(pcm, language, fallback)
+        await asyncio.sleep(0.3)
+        return result
+
+
+async def test_an_early_run_dropped_at_the_end_does_not_count_as_asr_busy() -> None:
+    # The quiet starts an early run that is still in flight at the end; the VAD's silence begins
+    # far past it (speech the level missed), so it is dropped. ASR is busy only with that dropped
+    # run of this session: the turn is transcribed at once, not after busy_end_extra_ms.
+    script = [[VadEvent("speech_start", 0)], *([[]] * 8), [VadEvent("speech_end", 9 * 960)]]
+    asr, out, _ = await _early_turn(
+        script, levels="vq" + "q" * 8, asr=SlowCountingAsr(), busy_end_extra_ms=180
+    )
+    assert asr.started == [2 * 960, 10 * 960]
+    assert _stt_texts(out) == ["call 2"]
+
+
+async def test_with_early_quiet_off_only_the_vads_pause_starts_early_work() -> None:
+    script = [[VadEvent("speech_start", 0)], [], [], [VadEvent("speech_pause", 3840)], [], [], []]
+    script.append([VadEvent("speech_end", 3840)])
+    asr, _, _ = await _early_turn(script, levels="vvqqqqqq", early_quiet_ms=0)
+    assert asr.started == [4 * 960]
 
 
 async def test_no_early_transcription_while_the_asr_is_busy_with_other_turns() -> None:

@@ -423,36 +423,67 @@ class TurnCuts:
     resumed: int = 0
 
 
-def turn_cuts(probabilities: Sequence[float], preroll: int, hold_s: float = HOLD_S) -> TurnCuts | None:
+def voice_ends(pcm: F32, window: int = 512) -> list[int]:
+    """After each VAD window of `pcm`, where the latest voiced 10 ms frame (common.audio) ended
+    (0: none yet), as the gateway's utterance buffer tracks it."""
+    from voice_pipeline.common.audio import VOICED_DBFS, VOICED_FRAME
+
+    n = len(pcm) // VOICED_FRAME
+    frames = pcm[: n * VOICED_FRAME].reshape(n, VOICED_FRAME)
+    voiced = np.sqrt(np.mean(frames**2, axis=1)) > 10 ** (VOICED_DBFS / 20)
+    ends = np.maximum.accumulate(np.where(voiced, (np.arange(n) + 1) * VOICED_FRAME, 0))
+    return [int(ends[(i + 1) * window // VOICED_FRAME - 1]) for i in range(len(pcm) // window)]
+
+
+def turn_cuts(
+    probabilities: Sequence[float],
+    preroll: int,
+    hold_s: float = HOLD_S,
+    voiced_until: Sequence[int] | None = None,
+    quiet_ms: int = 0,
+) -> TurnCuts | None:
     """The first turn of a clip under the shipped VAD settings (pause and end-of-turn silence),
     as the gateway sees it (the VAD's decision point; the gateway's 60 ms chunks are not modelled),
-    held `hold_s` after each end for speech to resume."""
+    held `hold_s` after each end for speech to resume. With `voiced_until` (`voice_ends` of the
+    clip), an early run also starts at `quiet_ms` of quiet after the last voiced frame
+    (gateway.early_quiet_ms), and an early snapshot is the turn's by the gateway's own rule."""
+    from voice_pipeline.gateway.early import snapshot_holds_turn
     from voice_pipeline.vad.segmenter import Segmenter
     from voice_pipeline.vad.settings import VadSettings
 
     seg = Segmenter(VadSettings())
     start: int | None = None
-    pause: tuple[int, int] | None = None  # (silence start, position when reported)
+    early: tuple[int, int] | None = None  # the latest early snapshot: (its end, its voice end)
     runs = resumed = 0  # ASR runs begun (early ones, and at ends without one), ends taken back
     held: tuple[int, int | None] | None = None  # (end position, early stop) of the ended turn
-    for p in probabilities:
+    for i, p in enumerate(probabilities):
         event = seg.push(p)
+        # Without levels every window counts as voiced: only the VAD's pause starts early runs.
+        voice_end = voiced_until[i] if voiced_until is not None else seg.position
         if held is not None and seg.position - held[0] > hold_s * 16000:
             break  # no speech within the hold: the turn is over
-        if event is None:
-            continue
-        if event.kind == "speech_start":
+        stale = early is None or voice_end > early[1]
+        if event is not None and event.kind == "speech_start":
             if start is None:
                 start = max(0, event.sample - preroll)
             elif held is not None:
                 held, resumed = None, resumed + 1  # the end was a pause: the turn goes on
-        elif event.kind == "speech_pause":
-            pause = (event.sample, seg.position)
-            runs += 1
-        elif event.kind == "speech_end" and start is not None:
-            early = pause[1] if pause is not None and pause[0] == event.sample else None
-            runs += early is None
-            held = (seg.position, early)
+        elif event is not None and event.kind == "speech_pause" and stale:
+            early, runs = (seg.position, voice_end), runs + 1
+        elif event is not None and event.kind == "speech_end" and start is not None:
+            used = early is not None and snapshot_holds_turn(early[0], event.sample, voice_end)
+            runs += not used
+            held = (seg.position, early[0] if used and early is not None else None)
+            early = None
+        elif (
+            quiet_ms
+            and held is None
+            and start is not None
+            and voice_end > start
+            and seg.position - voice_end >= quiet_ms * 16
+            and stale
+        ):
+            early, runs = (seg.position, voice_end), runs + 1
     if held is None or start is None:
         return None
     return TurnCuts(start, held[1], held[0], runs - 1, resumed)
@@ -466,13 +497,15 @@ def early_run(engine: Any, clips: Sequence[Clip], say: Callable[[str], None]) ->
     from voice_pipeline.vad.engine import SileroVad
 
     vad = SileroVad(require_model("silero-vad") / "silero_vad.onnx", 1)
-    preroll = GatewaySettings().preroll_ms * 16
+    preroll, quiet_ms = GatewaySettings().preroll_ms * 16, GatewaySettings().early_quiet_ms
     lead, tail = np.zeros(int(LEAD_S * 16000), np.float32), np.zeros(int(TAIL_S * 16000), np.float32)
     rows = []
     for i, clip in enumerate(clips, 1):
         speech = int16_to_float(audio(clip))
         pcm = np.concatenate([lead if clip.language == "en" else lead[:0], speech, tail])
-        cuts = turn_cuts(vad_probabilities(vad, pcm), preroll)
+        cuts = turn_cuts(
+            vad_probabilities(vad, pcm), preroll, voiced_until=voice_ends(pcm), quiet_ms=quiet_ms
+        )
         if cuts is None:
             continue
         at_end = transcribe_timed(engine, pcm[cuts.start : cuts.end], "auto")
@@ -573,12 +606,18 @@ def run(
         }
     say("early transcription: the first turn cut at its pause and at its end, default decoding")
     early_rows = early_run(engine_for(default_decoding(), threads), english + chinese, say)
+    from voice_pipeline.gateway.settings import GatewaySettings
     from voice_pipeline.vad.settings import VadSettings
 
     vad = VadSettings()
     record["early"] = {
         "summary": early_summary(early_rows),
-        "settings": {"pause_ms": vad.pause_ms, "min_silence_ms": vad.min_silence_ms, "hold_s": HOLD_S},
+        "settings": {
+            "pause_ms": vad.pause_ms,
+            "min_silence_ms": vad.min_silence_ms,
+            "hold_s": HOLD_S,
+            "quiet_ms": GatewaySettings().early_quiet_ms,
+        },
         "load_average_after": load_average(),
     }
     say("the device's Opus uplink: every clip encoded and decoded, default decoding")

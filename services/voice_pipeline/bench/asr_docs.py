@@ -122,11 +122,17 @@ def early_lines(record: dict[str, Any]) -> list[str]:
         if "hold_s" in settings
         else ""
     )
+    quiet = (
+        f" or, sooner where the room is quiet, at {settings['quiet_ms']} ms of audio below -40 dBFS after the "
+        "last voiced 10 ms frame (gateway `early_quiet_ms`)"
+        if settings.get("quiet_ms")
+        else ""
+    )
     lines = [
         "### Early transcription: accuracy of the transcript started at the pause",
         "",
-        f"At `pause_ms` of silence (VAD setting, {settings['pause_ms']} ms) the gateway starts ASR on the "
-        f"utterance so far; when the turn then ends in that same silence (`min_silence_ms`, "
+        f"At `pause_ms` of silence (VAD setting, {settings['pause_ms']} ms){quiet} the gateway starts ASR on "
+        f"the utterance so far; when the turn then ends in that same silence (`min_silence_ms`, "
         f"{settings['min_silence_ms']} ms), that transcript is the turn's and the ASR time hides inside the "
         f"rest of the wait.{hold} Each clip's first turn (Silero + the segmenter, the gateway's 300 ms "
         "pre-roll) transcribed both ways with the default decoding:",
@@ -136,8 +142,8 @@ def early_lines(record: dict[str, Any]) -> list[str]:
         f"| cut at the pause (what ships) | {_pct(early['wer_en_early'])} | {_pct(early['cer_zh_early'])} |",
         f"| cut at the end of the turn | {_pct(early['wer_en_end'])} | {_pct(early['cer_zh_end'])} |",
         "",
-        f"{early['early_used']} of {early['turns']} turns ended in the pause their early transcript began "
-        f"at (the others were transcribed again at their end); {early['differ']} of those transcripts "
+        f"{early['early_used']} of {early['turns']} turns ended with nothing said after their early "
+        f"snapshot (the others were transcribed again at their end); {early['differ']} of those transcripts "
         f"differ from the one cut at the end. The cost: {early['dropped']} early transcriptions thrown away "
         "because speech went on after a pause (an ASR run each)" + (":" if early["differing"] else "."),
     ]

@@ -36,6 +36,13 @@ def register(sub: Any) -> None:
         "--slo-ms", type=float, default=2000.0, help="p95 speech end -> first audio SLO (default 2000)"
     )
     b.add_argument("--no-floor", action="store_true", help="skip the single-device latency floor")
+    # One device speaks every ~15 s: 60 s gave the breakdown 4-8 turns, too few for a mean.
+    b.add_argument(
+        "--floor-duration",
+        type=float,
+        default=240.0,
+        help="seconds of the single-device floor after the ramp (default 240: ~16 turns)",
+    )
     b.add_argument(
         "--profile-seconds", type=float, default=30.0, help="py-spy at the supported load (0 = off)"
     )
@@ -160,6 +167,7 @@ def _bench(args: argparse.Namespace) -> int:
                     max_devices=args.max_devices,
                     max_steps=args.max_steps,
                     floor=not args.no_floor,
+                    floor_s=args.floor_duration,
                     profile_s=args.profile_seconds,
                 )
             # Local providers measure the embedded mode: a figure of its own, never mixed with the

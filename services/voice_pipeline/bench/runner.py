@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,15 +135,18 @@ def search(
     floor: bool = True,
     profile_s: float = 30.0,
     log: Any = None,
+    floor_s: float | None = None,
 ) -> dict[str, Any]:
-    """Single-device latency floor, then the stepped search, then py-spy at the supported load."""
+    """Single-device latency floor (for `floor_s`, default the steps' duration), then the stepped
+    search, then py-spy at the supported load."""
     log = log or sys.stderr
     steps: list[dict[str, Any]] = []
     outcomes: dict[int, bool] = {}
 
-    def run(n: int, profile: float = 0.0) -> dict[str, Any]:
-        print(f"[bench {rig.mode}] {n} devices for {plan.duration_s:.0f} s ...", file=log, flush=True)
-        step = run_step(rig, n, plan, work_dir, profile)
+    def run(n: int, profile: float = 0.0, duration_s: float | None = None) -> dict[str, Any]:
+        step_plan = replace(plan, duration_s=duration_s or plan.duration_s)
+        print(f"[bench {rig.mode}] {n} devices for {step_plan.duration_s:.0f} s ...", file=log, flush=True)
+        step = run_step(rig, n, step_plan, work_dir, profile)
         fa = step["first_audio_ms"]
         print(
             f"[bench {rig.mode}] {n} devices: success {step['success_ratio'] * 100:.1f}% p95 first audio "
@@ -160,7 +163,7 @@ def search(
     # The commit the processes were started from (a commit made during a long search must not
     # be credited with the figures).
     commit = git_commit()
-    floor_step = run(1) if floor else None
+    floor_step = run(1, duration_s=floor_s) if floor else None
     while len(outcomes) < max_steps:
         n = next_size(outcomes, start, growth, resolution, max_devices)
         if n is None:

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from voice_pipeline.common.audio import Int16Array, int16_to_float, last_voiced_sample
+from voice_pipeline.common.audio import Int16Array, int16_to_float, last_voiced_sample, voiced_span
 from voice_pipeline.common.errors import OverloadedError, VoicePipelineError
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.stages import (
@@ -120,8 +120,12 @@ class UtteranceBuffer:
     chunks: list[Int16Array] = field(default_factory=list)
     size: int = 0
     speech_start: int | None = None
+    voice_end: int = 0  # absolute sample where the latest voiced 10 ms frame (common.audio) ended
 
     def append(self, pcm: Int16Array) -> None:
+        voiced = voiced_span(int16_to_float(pcm))[1]
+        if voiced:
+            self.voice_end = self.end + voiced
         self.chunks.append(pcm)
         self.size += len(pcm)
         if self.speech_start is None:
@@ -152,8 +156,19 @@ class UtteranceBuffer:
         audio, start = self._joined()
         return audio[start:]
 
+    @property
+    def end(self) -> int:
+        """Absolute sample just past the buffered audio."""
+        return self.base + self.size
+
+    def quiet_samples(self) -> int:
+        """Quiet audio since the utterance's last voiced frame (0 if none was voiced yet)."""
+        if self.speech_start is None or self.voice_end <= self.speech_start:
+            return 0
+        return self.end - self.voice_end
+
     def speech_samples(self) -> int:
-        return 0 if self.speech_start is None else self.base + self.size - self.speech_start
+        return 0 if self.speech_start is None else self.end - self.speech_start
 
     def clear(self) -> None:
         self.base += self.size
@@ -195,6 +210,7 @@ class Conversation:
         # Early transcription and reply (gateway.early), begun at the latest pause. The turn's end
         # uses them if its silence began at the same sample.
         self._early: EarlyTurn | None = None
+        self._dropped_early: asyncio.Task[Any] | None = None  # the latest dropped, maybe still unwinding
         self._held: HeldTurn | None = None
         self._language: Language = self._parse_language(settings.language)
         # The device's own language (auth.DeviceIdentity.language): what ASR falls back to when it
@@ -309,17 +325,26 @@ class Conversation:
                 if self.speaking and self.mode == "realtime":
                     await self.abort("voice during playback")
             elif event.kind == "speech_pause" and self._buffer.speech_start is not None:
-                self._start_early(event.sample)
+                if self._early is None or self._buffer.voice_end > self._early.upto:
+                    self._start_early()  # else: the quiet began it already, and holds all that was voiced
             elif event.kind == "speech_end" and self._buffer.speech_start is not None:
                 # Keep the hangover silence too: Silero often scores a soft last syllable as
                 # silence, and Whisper transcribes better with a little trailing quiet.
                 early = self._take_early(event.sample)
-                self._held = HeldTurn(self._buffer.base + self._buffer.size, time.monotonic())
+                self._held = HeldTurn(self._buffer.end, time.monotonic())
                 extra = self.settings.busy_end_extra_ms * VAD_SAMPLE_RATE // 1000
                 if early is None and extra and not self._asr_idle():
                     self._held.due = self._fed + extra
                 else:
                     await self._end_of_speech(self._buffer.peek(), early)
+        quiet = self.settings.early_quiet_ms * VAD_SAMPLE_RATE // 1000
+        if (
+            quiet
+            and self._held is None
+            and self._buffer.quiet_samples() >= quiet
+            and (self._early is None or self._buffer.voice_end > self._early.upto)
+        ):
+            self._start_early()  # the level dropped before the VAD saw a pause: transcribe now
         if self._held is not None and self._held.due is not None and self._fed >= self._held.due:
             self._held.due = None
             await self._end_of_speech(self._buffer.peek())
@@ -354,15 +379,17 @@ class Conversation:
         finally:
             self._release(held)
 
-    def _start_early(self, silence_start: int) -> None:
-        """A pause: transcribe what was said so far while the VAD waits to see if the turn ends."""
+    def _start_early(self) -> None:
+        """A pause: transcribe what was said so far while the VAD waits to see if the turn ends
+        (gateway.early), in place of the run begun at an earlier pause."""
         self._drop_early()
         if not self._asr_idle():
             return  # ASR is busy: the turn is transcribed at its end, as without early runs
         utterance = self._buffer.peek()
         if len(utterance) < self.settings.min_utterance_ms * VAD_SAMPLE_RATE // 1000:
             return
-        self._early = EarlyTurn(silence_start, asyncio.create_task(self._early_work(utterance)))
+        work = asyncio.create_task(self._early_work(utterance))
+        self._early = EarlyTurn(self._buffer.end, self._buffer.voice_end, work)
 
     async def _early_work(self, utterance: Int16Array) -> tuple[Transcript, ReplyPrefetch | None]:
         transcript = await self._transcribe(utterance)
@@ -378,13 +405,16 @@ class Conversation:
             return await self.stages.asr.transcribe(utterance, self._language, self._device_language)
 
     def _asr_idle(self) -> bool:
-        """ASR has time to spare for work that may be thrown away (gateway.early.AsrLoad)."""
-        return self.stages.asr_load.idle(self.settings.early_asr_max_busy, time.monotonic())
+        """ASR has time to spare for work that may be thrown away (gateway.early.AsrLoad). This
+        session's early run dropped just now still counts as in flight until its task unwinds:
+        not against it."""
+        dropped = self._dropped_early is not None and not self._dropped_early.done()
+        return self.stages.asr_load.idle(self.settings.early_asr_max_busy, time.monotonic(), int(dropped))
 
     def _take_early(self, silence_start: int) -> EarlyTurn | None:
-        """The early work if the turn ends in the pause it was started at, else None (the user
-        spoke again after that pause: the early work is stale and dropped)."""
-        if self._early is not None and self._early.silence_start == silence_start:
+        """The early work if it holds the whole turn the VAD ended (its silence beginning at
+        `silence_start`), else None (the user spoke again after it: stale, dropped)."""
+        if self._early is not None and self._early.holds_turn(silence_start, self._buffer.voice_end):
             early, self._early = self._early, None
             self.metrics.early_asr.labels("used").inc()
             return early
@@ -396,6 +426,7 @@ class Conversation:
             early, self._early = self._early, None
             self.metrics.early_asr.labels("dropped").inc()
             early.cancel()
+            self._dropped_early = early.work
 
     def _count_early_reply(self, result: str) -> None:
         self.metrics.early_reply.labels(result).inc()

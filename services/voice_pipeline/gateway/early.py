@@ -1,13 +1,18 @@
 """Work begun at a pause in speech, before the VAD knows whether the turn ends there.
 
-At `pause_ms` of silence (VadSettings, 64 ms) the gateway transcribes the utterance so far and,
+At the first sign of a pause the gateway transcribes the utterance so far and,
 when the transcript is something to answer and `gateway.early_reply` is on (off by default, see
 GatewaySettings), starts the language model on it, buffering the reply. If the turn then ends in
-that same silence (`min_silence_ms`, 200 ms), both are the turn's: the transcript and part of the
+that same silence (`min_silence_ms`, 160 ms), both are the turn's: the transcript and part of the
 model's time to first token are spent while the VAD's end-of-turn wait runs anyway. If speech
 goes on instead, both are cancelled; a dropped early reply costs the provider one prompt and the
 few tokens it wrote before the cancel. Nothing reaches the device, the history or the caches
 before the turn is over.
+
+Two signs start it, whichever comes first: `early_quiet_ms` (GatewaySettings) of quiet audio after
+the last voiced 10 ms frame, or the VAD's `speech_pause` (`pause_ms` of windows it scores as
+silence). Silero scores ~100-150 ms of a word's tail as voice, so the quiet comes first where the
+room is quiet; in a noisy one the level never drops and the VAD's pause does the work.
 
 `AsrLoad` gates it: early work spends idle ASR time only.
 """
@@ -45,9 +50,11 @@ class AsrLoad:
             self.busy_share = self.busy_share * keep + (1 - keep) * (1.0 if self.inflight else 0.0)
             self.updated = now
 
-    def idle(self, max_busy: float, now: float) -> bool:
+    def idle(self, max_busy: float, now: float, own_runs: int = 0) -> bool:
+        """None in flight but the caller's `own_runs` (cancelled, still counted until they
+        unwind), and ASR mostly idle of late."""
         self.advance(now)
-        return self.inflight == 0 and self.busy_share < max_busy
+        return self.inflight <= own_runs and self.busy_share < max_busy
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -126,17 +133,41 @@ class ReplyPrefetch:
 EarlyWork = asyncio.Task[tuple[Transcript, ReplyPrefetch | None]]
 
 
+# How far after an early snapshot the VAD's silence may begin for the snapshot still to hold the
+# whole turn when nothing voiced came after it: Silero scores up to ~200 ms of quiet tail as voice
+# (`make bench-asr` clips: p90 ~200 ms from the last voiced frame), a snapshot is taken >= 60 ms
+# after that frame. A later silence start means the VAD heard speech too quiet for the level mark.
+VAD_TAIL_SAMPLES = 4000  # 250 ms at 16 kHz
+
+
 @dataclass
 class EarlyTurn:
-    """The work begun at one pause: transcript first, then (maybe) the reply prefetch."""
+    """The work begun at one pause: transcript first, then (maybe) the reply prefetch.
 
-    silence_start: int  # the sample where the pause's silence began (VAD numbering)
+    Positions are absolute samples (VAD numbering): the snapshot is the utterance up to `upto`,
+    whose last voiced 10 ms frame ended at `voice_end`."""
+
+    upto: int
+    voice_end: int
     work: EarlyWork
+
+    def holds_turn(self, silence_start: int, voice_end: int) -> bool:
+        return snapshot_holds_turn(self.upto, silence_start, voice_end)
 
     def cancel(self) -> None:
         """Speech went on, or the session ended: stop the transcription and any reply it began."""
         self.work.cancel()
         self.work.add_done_callback(_cancel_prefetch)
+
+
+def snapshot_holds_turn(upto: int, silence_start: int, voice_end: int) -> bool:
+    """Whether the utterance up to `upto` is the whole turn the VAD ended, its silence beginning
+    at `silence_start`, the utterance's last voiced frame now ending at `voice_end`: either the
+    VAD's silence began inside the snapshot, or nothing voiced came after it and the VAD's silence
+    began within its usual tail."""
+    if silence_start <= upto:
+        return True
+    return voice_end <= upto and silence_start - upto <= VAD_TAIL_SAMPLES
 
 
 def _cancel_prefetch(task: EarlyWork) -> None:

@@ -87,22 +87,35 @@ class GatewaySettings(BaseModel):
         description="Transcribe early (at the VAD's pause) only while ASR was busy less than this share of "
         "the recent time (5 s half-life) and idle now; 0 = never.",
     )
+    # Measured on the `make bench-asr` English clips (2026-11-30), fed in 60 ms device chunks: the
+    # VAD's pause comes p50 190 ms after the last voiced frame (Silero scores the tail as voice),
+    # 60 ms of quiet 80 ms after it, with 1.2 quiet gaps inside each sentence that start runs
+    # thrown away (90 ms: 120 ms after, 0.4 gaps; 120 ms: 140 ms, 0.14). Runs start only while
+    # ASR is idle (early_asr_max_busy), so a gap costs idle CPU.
+    early_quiet_ms: int = Field(
+        60,
+        ge=0,
+        description="Transcribe early once this much audio after the last voiced 10 ms frame (-40 dBFS) is "
+        "quiet, without waiting for the VAD's pause (0 = only at the VAD's pause).",
+    )
     # With fast providers (a cache hit, a local stand-in) the first audio can be ready ~50 ms after
     # the end, before speech that paused resumes: `make bench-asr` (2026-11-30) saw it resume up to
-    # 448 ms after a 200 ms end (a comma pause), the fixture en_hello 96 ms after.
+    # 512 ms after a 160 ms end (between two sentences; 256 ms inside one), the fixture en_hello 96
+    # ms after a 200 ms end.
     hold_min_ms: int = Field(
-        450,
+        520,
         ge=0,
         description="A reply starts playing no sooner than this after the VAD ended its turn, so speech "
         "that resumes in that time still joins the turn (slower replies are not delayed).",
     )
     # A short end-of-turn silence (vad.min_silence_ms) is safe because a turn is held until its
     # reply plays, and speech that resumes joins it; but each end taken back cost a transcription.
-    # Near capacity that transcription delays other turns, so there the end waits longer: 120 ms
-    # more (two 60 ms device frames) make the ~350 ms of before. Measured at 56 devices
-    # (2026-11-30, interleaved): 12-13 turns taken back a minute with 150 ms, 76-81 without.
+    # Near capacity that transcription delays other turns, so there the end waits longer: 180 ms
+    # more (three 60 ms device frames) after the 160 ms end make the ~350 ms of before. Measured
+    # at 56 devices (2026-11-30, interleaved, with a 200 ms end): 12-13 turns taken back a minute
+    # with 150 ms more, 76-81 without.
     busy_end_extra_ms: int = Field(
-        120,
+        180,
         ge=0,
         description="While ASR is busy (the early-transcription gate is shut), a turn the VAD ended is "
         "transcribed only after this much more silence; speech in it continues the turn at no cost.",

@@ -15,14 +15,15 @@ class VadSettings(BaseModel):
     )
     window_history: int = Field(5, ge=1, description="Windows considered for the speech start vote.")
     # Chosen by measurement (`make bench-asr`, docs/benchmarks.md "Endpointing"; one-device runs in
-    # bench/analysis.md, 2026-11-30). The segmenter counts 32 ms windows: 200 waits 224 ms, 350
-    # waits 352. Over 190 Piper sentences 200 ends 10 turns inside a comma pause, where a turn cut
-    # off would lose the rest of the sentence; but the gateway holds a turn until its reply plays,
-    # and speech that resumes joins it (gateway/conversation.py), so such a cut costs a wasted
-    # transcription, not words. 200 (the reference server's) against 350: first audio p50 ~120 ms
-    # sooner at one device.
+    # bench/analysis.md, 2026-11-30). The segmenter counts 32 ms windows: 160 waits 160 ms, 200
+    # waits 224, 350 waits 352. Over 190 Piper sentences 160 ends 15 turns inside a comma pause (200:
+    # 10, 350: 0), where a turn cut off would lose the rest of the sentence; but the gateway holds a
+    # turn until its reply plays, and speech that resumes joins it (gateway/conversation.py), so
+    # such a cut costs a wasted transcription and request, not words. One device, interleaved:
+    # our share of the wait 324-338 ms with 160, 355-399 with 200 (both with early_quiet_ms), 400-406
+    # with 200 before it. Near capacity the gateway waits longer anyway (busy_end_extra_ms).
     min_silence_ms: int = Field(
-        200,
+        160,
         ge=32,
         description="Silence that ends an utterance (a pause taken for the end is taken back when speech "
         "resumes before the reply plays).",
@@ -30,8 +31,9 @@ class VadSettings(BaseModel):
     # Early transcription: at this much silence the gateway starts ASR on the utterance so far, and
     # if the turn then ends without more speech its transcript is (nearly) ready: the ASR time hides
     # inside the rest of the end-of-turn wait. Speech that resumes costs one wasted ASR run. Two
-    # windows: Silero scores ~100 ms of a word's tail as voice, so the pause is reported ~160 ms
-    # after the voice, ~160 ms before the end; whisper-base needs ~200-240 ms for the turn here.
+    # windows: Silero scores ~100 ms of a word's tail as voice, so the pause is reported ~190 ms
+    # after the voice; where the room is quiet the gateway starts sooner, at 60 ms of quiet audio
+    # (gateway.early_quiet_ms); whisper-base needs ~200-240 ms for the turn here.
     pause_ms: int = Field(
         64,
         ge=0,
