@@ -72,3 +72,14 @@ def test_quiet_edges_are_evened_around_the_voiced_part() -> None:
     assert len(padded) == 3200 + 8000 + 4800 and not padded[11200:].any()  # 0.1 s tail padded to 0.3
     quiet = np.zeros(16000, np.float32)
     assert even_quiet_edges(quiet, 0.2, 0.3) is quiet  # nothing voiced: left to the model
+
+
+def test_the_int16_voice_end_matches_the_float_one() -> None:
+    from voice_pipeline.common.audio import int16_to_float, last_voiced_int16, last_voiced_sample
+
+    rng = np.random.default_rng(7)
+    for level in (0, 100, 300, 330, 340, 400, 3000):  # the mark (-40 dBFS) is ~328 RMS in int16
+        pcm = (rng.standard_normal(960 + 77) * level).astype(np.int16)
+        pcm[rng.integers(0, 900) :] //= 8  # a quieter tail, so the end moves
+        assert last_voiced_int16(pcm) == last_voiced_sample(int16_to_float(pcm)), level
+    assert last_voiced_int16(np.zeros(100, np.int16)) == 0

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from voice_pipeline.common.audio import Int16Array, int16_to_float, last_voiced_sample, voiced_span
+from voice_pipeline.common.audio import Int16Array, int16_to_float, last_voiced_int16, last_voiced_sample
 from voice_pipeline.common.errors import OverloadedError, VoicePipelineError
 from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.stages import (
@@ -123,7 +123,7 @@ class UtteranceBuffer:
     voice_end: int = 0  # absolute sample where the latest voiced 10 ms frame (common.audio) ended
 
     def append(self, pcm: Int16Array) -> None:
-        voiced = voiced_span(int16_to_float(pcm))[1]
+        voiced = last_voiced_int16(pcm)
         if voiced:
             self.voice_end = self.end + voiced
         self.chunks.append(pcm)
