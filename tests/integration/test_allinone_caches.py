@@ -42,9 +42,11 @@ async def test_a_repeated_question_is_answered_from_the_caches(allinone: Server)
     assert second.transcript == first.transcript
     assert second.audio_seconds == pytest.approx(first.audio_seconds, abs=0.07)
 
-    # The second turn (a new session, so a first-turn question) hit every cache.
+    # The second turn (a new session, so a first-turn question) hit every cache. ASR may run more
+    # than once a turn (early runs at quiet gaps inside the sentence, gateway.early_quiet_ms): the
+    # same audio each time, so every one of them is a hit.
     def delta(stage: str, result: str) -> float:
         return after.get((stage, result), 0.0) - before.get((stage, result), 0.0)
 
-    assert delta("asr", "hit") == 1 and delta("llm", "hit") == 1
+    assert delta("asr", "hit") >= 1 and delta("asr", "miss") == 0 and delta("llm", "hit") == 1
     assert delta("tts", "hit") >= 1 and delta("tts", "miss") == 0
