@@ -453,7 +453,7 @@ def turn_cuts(
 
     seg = Segmenter(VadSettings())
     start: int | None = None
-    early: tuple[int, int] | None = None  # the latest early snapshot: (its end, its voice end)
+    early: int | None = None  # where the latest early snapshot ends
     runs = resumed = 0  # ASR runs begun (early ones, and at ends without one), ends taken back
     held: tuple[int, int | None] | None = None  # (end position, early stop) of the ended turn
     for i, p in enumerate(probabilities):
@@ -462,18 +462,18 @@ def turn_cuts(
         voice_end = voiced_until[i] if voiced_until is not None else seg.position
         if held is not None and seg.position - held[0] > hold_s * 16000:
             break  # no speech within the hold: the turn is over
-        stale = early is None or voice_end > early[1]
+        stale = early is None or voice_end > early  # voiced since the snapshot: start another
         if event is not None and event.kind == "speech_start":
             if start is None:
                 start = max(0, event.sample - preroll)
             elif held is not None:
                 held, resumed = None, resumed + 1  # the end was a pause: the turn goes on
         elif event is not None and event.kind == "speech_pause" and stale:
-            early, runs = (seg.position, voice_end), runs + 1
+            early, runs = seg.position, runs + 1
         elif event is not None and event.kind == "speech_end" and start is not None:
-            used = early is not None and snapshot_holds_turn(early[0], event.sample, voice_end)
+            used = early is not None and snapshot_holds_turn(early, event.sample, voice_end)
             runs += not used
-            held = (seg.position, early[0] if used and early is not None else None)
+            held = (seg.position, early if used else None)
             early = None
         elif (
             quiet_ms
@@ -483,7 +483,7 @@ def turn_cuts(
             and seg.position - voice_end >= quiet_ms * 16
             and stale
         ):
-            early, runs = (seg.position, voice_end), runs + 1
+            early, runs = seg.position, runs + 1
     if held is None or start is None:
         return None
     return TurnCuts(start, held[1], held[0], runs - 1, resumed)

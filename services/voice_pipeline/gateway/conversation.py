@@ -45,7 +45,7 @@ from voice_pipeline.common.stages import (
     VadStage,
 )
 from voice_pipeline.gateway import protocol as proto
-from voice_pipeline.gateway.early import AsrLoad, EarlyTurn, ReplyPrefetch, TimedDelta, timed
+from voice_pipeline.gateway.early import AsrLoad, EarlyTurn, EarlyWork, ReplyPrefetch, TimedDelta, timed
 from voice_pipeline.gateway.pacing import PlaybackClock
 from voice_pipeline.gateway.settings import GatewaySettings
 from voice_pipeline.turn.emotion import emotion_for
@@ -210,7 +210,7 @@ class Conversation:
         # Early transcription and reply (gateway.early), begun at the latest pause. The turn's end
         # uses them if its silence began at the same sample.
         self._early: EarlyTurn | None = None
-        self._dropped_early: asyncio.Task[Any] | None = None  # the latest dropped, maybe still unwinding
+        self._dropped_early: EarlyWork | None = None  # the latest dropped, maybe still unwinding
         self._held: HeldTurn | None = None
         self._language: Language = self._parse_language(settings.language)
         # The device's own language (auth.DeviceIdentity.language): what ASR falls back to when it
@@ -325,7 +325,7 @@ class Conversation:
                 if self.speaking and self.mode == "realtime":
                     await self.abort("voice during playback")
             elif event.kind == "speech_pause" and self._buffer.speech_start is not None:
-                if self._early is None or self._buffer.voice_end > self._early.upto:
+                if self._early_is_stale():
                     self._start_early()  # else: the quiet began it already, and holds all that was voiced
             elif event.kind == "speech_end" and self._buffer.speech_start is not None:
                 # Keep the hangover silence too: Silero often scores a soft last syllable as
@@ -338,12 +338,7 @@ class Conversation:
                 else:
                     await self._end_of_speech(self._buffer.peek(), early)
         quiet = self.settings.early_quiet_ms * VAD_SAMPLE_RATE // 1000
-        if (
-            quiet
-            and self._held is None
-            and self._buffer.quiet_samples() >= quiet
-            and (self._early is None or self._buffer.voice_end > self._early.upto)
-        ):
+        if quiet and self._held is None and self._buffer.quiet_samples() >= quiet and self._early_is_stale():
             self._start_early()  # the level dropped before the VAD saw a pause: transcribe now
         if self._held is not None and self._held.due is not None and self._fed >= self._held.due:
             self._held.due = None
@@ -388,8 +383,11 @@ class Conversation:
         utterance = self._buffer.peek()
         if len(utterance) < self.settings.min_utterance_ms * VAD_SAMPLE_RATE // 1000:
             return
-        work = asyncio.create_task(self._early_work(utterance))
-        self._early = EarlyTurn(self._buffer.end, self._buffer.voice_end, work)
+        self._early = EarlyTurn(self._buffer.end, asyncio.create_task(self._early_work(utterance)))
+
+    def _early_is_stale(self) -> bool:
+        """No early run, or something voiced came after its snapshot: a pause now needs a new one."""
+        return self._early is None or self._buffer.voice_end > self._early.upto
 
     async def _early_work(self, utterance: Int16Array) -> tuple[Transcript, ReplyPrefetch | None]:
         transcript = await self._transcribe(utterance)

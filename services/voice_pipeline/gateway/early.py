@@ -144,11 +144,10 @@ VAD_TAIL_SAMPLES = 4000  # 250 ms at 16 kHz
 class EarlyTurn:
     """The work begun at one pause: transcript first, then (maybe) the reply prefetch.
 
-    Positions are absolute samples (VAD numbering): the snapshot is the utterance up to `upto`,
-    whose last voiced 10 ms frame ended at `voice_end`."""
+    `upto`: where the snapshot of the utterance it transcribes ends (absolute sample, VAD
+    numbering)."""
 
     upto: int
-    voice_end: int
     work: EarlyWork
 
     def holds_turn(self, silence_start: int, voice_end: int) -> bool:
