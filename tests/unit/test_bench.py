@@ -10,7 +10,7 @@ import pytest
 
 from voice_pipeline.bench.profiler import area, summarize
 from voice_pipeline.bench.search import next_size, supported
-from voice_pipeline.common.audio import OpusEncoder
+from voice_pipeline.common.audio import OpusDecoder, OpusEncoder
 from voice_pipeline.emulators.llm import reply_language, reply_tokens
 from voice_pipeline.emulators.profiles import TtsProfile
 from voice_pipeline.emulators.tts import render_voice, speech_seconds, wav_header
@@ -74,7 +74,6 @@ def test_summary_counts_failures_against_success_not_latency() -> None:
 
 
 def test_opus_packet_samples_match_the_decoder() -> None:
-    from voice_pipeline.common.audio import OpusDecoder
 
     rng = np.random.default_rng(0)
     for rate, app in ((16000, "voip"), (24000, "audio")):
@@ -88,7 +87,25 @@ def test_opus_packet_samples_match_the_decoder() -> None:
 def test_encoded_clip_is_the_clip_in_60_ms_frames() -> None:
     clip = encode_clip(np.zeros(16000 * 2 + 100, np.int16), "x", "en")
     assert len(clip.frames) == 34 and clip.seconds == pytest.approx(2.04)
-    assert opus_packet_samples(clip.silence, 16000) == 960
+    assert len(clip.tail) * 60 >= 3000  # the simulator's silence after a clip, at most 3 s
+
+
+def test_encoded_clip_silence_uses_dtx_as_the_firmware_does() -> None:
+    """After a voiced clip the tail goes quiet the way a device's DTX encoder does: a few full
+    packets, then mostly 1-byte ones, each of which the gateway decodes to a quiet 60 ms frame."""
+    t = np.arange(16000) / 16000
+    voiced = (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16)
+    clip = encode_clip(voiced, "tone", "en")
+    decoder = OpusDecoder(16000, 60)
+    for packet in clip.frames:
+        decoder.decode(packet)
+    tiny = [len(p) <= 2 for p in clip.tail]
+    assert not any(tiny[:2]) and sum(tiny) > len(tiny) // 2 and not all(tiny[5:])
+    for packet in clip.tail:
+        assert opus_packet_samples(packet, 16000) == 960
+        frame = decoder.decode(packet)
+        assert len(frame) == 960
+    assert np.abs(frame.astype(np.float32)).max() < 100  # concealment has faded to quiet
 
 
 def test_profile_summary_drops_idle_and_groups_by_code() -> None:

@@ -50,14 +50,22 @@ class OpusEncoder:
         frame_ms: int = DEFAULT_FRAME_MS,
         application: str = "voip",
         complexity: int | None = None,
+        dtx: bool = False,
     ) -> None:
-        """`complexity` 0-10 trades CPU for quality (None: libopus's default, 10)."""
+        """`complexity` 0-10 trades CPU for quality (None: libopus's default, 10). `dtx`:
+        discontinuous transmission, as the xiaozhi firmware sets it: after ~200 ms of silence most
+        packets shrink to their 1-byte header (a receiver decodes them as lost: concealment fading
+        to quiet), with a full packet every ~400 ms to refresh the comfort noise."""
         self.sample_rate = sample_rate
         self.frame_ms = frame_ms
         self.frame_size = frame_samples(sample_rate, frame_ms)
-        self._encoder = _opuslib().Encoder(sample_rate, 1, application)
+        opuslib = _opuslib()
+        self._encoder = opuslib.Encoder(sample_rate, 1, application)
         if complexity is not None:
             self._encoder.complexity = complexity
+        if dtx:
+            # Through the ctl itself: opuslib 3.0.1's `Encoder.dtx` setter sends the *get* request.
+            opuslib.api.encoder.encoder_ctl(self._encoder.encoder_state, opuslib.api.ctl.set_dtx, 1)
 
     def encode(self, frame: Int16Array) -> bytes:
         if frame.shape != (self.frame_size,):

@@ -25,11 +25,13 @@ from voice_pipeline.turn.sentences import join_sentences
 FRAME_MS = 60
 UPLINK_RATE = 16000
 # The xiaozhi firmware's encoder (OpusEncoder::Configure): VOIP, complexity 5, DTX on. We encode
-# the same way so the server hears what a device sends; DTX is not simulated (silence frames are
-# sent in full). Complexity 5 against libopus's default 9 costs whisper-base accuracy on the ASR
-# test set (docs/benchmarks.md, "The device's Opus uplink").
+# the same way so the server hears what a device sends, the 1-byte packets of DTX included.
+# Complexity 5 against libopus's default 9 costs whisper-base accuracy on the ASR test set
+# (docs/benchmarks.md, "The device's Opus uplink").
 UPLINK_COMPLEXITY = 5
+UPLINK_DTX = True
 SILENCE_AFTER_S = 3.0
+TAIL_FRAMES = int(SILENCE_AFTER_S * 1000) // FRAME_MS + 2  # silence packets after a clip, encoded once
 REPLY_STALL_S = 10.0  # a reply that stops sending audio this long past its playback has stalled
 HELLO_TIMEOUT_S = 10.0
 
@@ -62,17 +64,20 @@ class EncodedClip:
     thousands of times, and encoding them per turn would make the load generator the bottleneck."""
 
     frames: list[bytes]
-    silence: bytes
+    # The silence after the clip as the same encoder goes on: with DTX, full packets for ~200 ms,
+    # then mostly 1-byte ones. Sent one per frame until the server ends the turn (at most 3 s).
+    tail: list[bytes]
     seconds: float
     name: str = ""
     language: str = ""
 
 
 def encode_clip(pcm: Int16Array, name: str = "", language: str = "") -> EncodedClip:
-    encoder = OpusEncoder(UPLINK_RATE, FRAME_MS, complexity=UPLINK_COMPLEXITY)
+    encoder = OpusEncoder(UPLINK_RATE, FRAME_MS, complexity=UPLINK_COMPLEXITY, dtx=UPLINK_DTX)
     frames = encoder.encode_all(pcm)
-    silence = encoder.encode(np.zeros(encoder.frame_size, np.int16))
-    return EncodedClip(frames, silence, len(frames) * FRAME_MS / 1000, name, language)
+    zeros = np.zeros(encoder.frame_size, np.int16)
+    tail = [encoder.encode(zeros) for _ in range(TAIL_FRAMES)]
+    return EncodedClip(frames, tail, len(frames) * FRAME_MS / 1000, name, language)
 
 
 # Opus TOC byte (RFC 6716 section 3.1): frame duration in ms by configuration number.
@@ -129,7 +134,6 @@ class SimulatedDevice:
         self.session_id = ""
         self.downlink_rate = 24000
         self._ws: Any = None
-        self._encoder = OpusEncoder(UPLINK_RATE, FRAME_MS, complexity=UPLINK_COMPLEXITY)
         self._decoder: OpusDecoder | None = None
         self._inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
@@ -221,21 +225,19 @@ class SimulatedDevice:
     async def _stream_clip(self, clip: Int16Array | EncodedClip, stop_when: asyncio.Event) -> float:
         """Send the clip paced in real time, then silence until `stop_when` or 3 s. Returns the
         monotonic time the last clip frame left (speech end, as the workload defines it)."""
-        if isinstance(clip, EncodedClip):
-            frames, silence = clip.frames, clip.silence
-        else:
-            frames = self._encoder.encode_all(clip)
-            silence = self._encoder.encode(np.zeros(self._encoder.frame_size, np.int16))
+        encoded = clip if isinstance(clip, EncodedClip) else encode_clip(clip)
         start = time.monotonic()
         speech_end = start
-        for i, packet in enumerate(frames):
+        for i, packet in enumerate(encoded.frames):
             await _sleep_until(start + i * FRAME_MS / 1000)
             await self._send_audio(packet)
             speech_end = time.monotonic()
-        n = len(frames)
-        while not stop_when.is_set() and time.monotonic() - speech_end < SILENCE_AFTER_S:
+        n = len(encoded.frames)
+        for packet in encoded.tail:
+            if stop_when.is_set() or time.monotonic() - speech_end >= SILENCE_AFTER_S:
+                break
             await _sleep_until(start + n * FRAME_MS / 1000)
-            await self._send_audio(silence)
+            await self._send_audio(packet)
             n += 1
         return speech_end
 
