@@ -27,7 +27,7 @@ METRIC_PROVIDER: Final = "voice_provider_requests_total"  # labels: stage, provi
 METRIC_SESSIONS: Final = "voice_gateway_sessions"  # gauge
 METRIC_E2E_FIRST_AUDIO: Final = "voice_e2e_first_audio_seconds"  # histogram
 METRIC_TURN_STEP: Final = "voice_turn_step_seconds"  # histogram; labels: step (turn.timeline)
-METRIC_EARLY_ASR: Final = "voice_gateway_early_asr_total"  # labels: result (used, dropped)
+METRIC_EARLY_ASR: Final = "voice_gateway_early_asr_total"  # labels: result (used, dropped, failed)
 METRIC_EARLY_REPLY: Final = "voice_gateway_early_reply_total"  # labels: result (used, dropped)
 METRIC_TURNS_RESUMED: Final = "voice_gateway_turns_resumed_total"
 

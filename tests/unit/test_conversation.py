@@ -492,6 +492,30 @@ async def test_an_end_that_names_another_silence_transcribes_again() -> None:
     assert _early(metrics, "dropped") == 1 and _early(metrics, "used") is None
 
 
+class OverloadedOnceAsr(CountingAsr):
+    """The first call finds the ASR queue full (a burst); later calls answer."""
+
+    async def transcribe(self, pcm: np.ndarray, language: Language, fallback: str = "") -> Transcript:
+        if not self.heard:
+            self.heard.append(pcm)
+            raise OverloadedError("asr", "queue full")
+        return await super().transcribe(pcm, language, fallback)
+
+
+async def test_a_failed_early_transcription_does_not_fail_its_turn() -> None:
+    start, pause, end = (
+        VadEvent("speech_start", 0),
+        VadEvent("speech_pause", 1920),
+        VadEvent("speech_end", 1920),
+    )
+    asr, out, metrics = await _early_turn([[start], [], [pause], [], [], [], [end]], asr=OverloadedOnceAsr())
+    assert len(asr.heard) == 2  # the early run failed; the turn was transcribed at its end
+    assert asr.started == [7 * 960]  # the second run: the whole turn, at its end
+    assert _stt_texts(out) == ["call 2"]
+    assert "error:overloaded" not in out.kinds() and "tts:start" in out.kinds()
+    assert _early(metrics, "used") == 1 and _early(metrics, "failed") == 1
+
+
 def _stt_texts(out: Out) -> list[str]:
     return [e["text"] for e in out.events if isinstance(e, dict) and e["type"] == "stt"]
 

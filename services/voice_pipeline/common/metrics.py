@@ -103,7 +103,10 @@ class Metrics:
 
         self.early_asr = Counter(
             c.METRIC_EARLY_ASR,
-            "Transcriptions started at a pause: used (the turn ended there) or dropped (speech went on)",
+            (
+                "Transcriptions started at a pause: used (the turn ended there), dropped (speech went"
+                " on) or failed (used, but the run had failed: the turn was transcribed again)"
+            ),
             [c.LABEL_RESULT],
             registry=devices,
         )

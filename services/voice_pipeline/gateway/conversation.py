@@ -456,7 +456,7 @@ class Conversation:
             try:
                 if early is not None:
                     # The same speech, transcribed (and maybe answered) during the silence.
-                    transcript, prefetch = await early.work
+                    transcript, prefetch = await self._early_outcome(early, utterance)
                 else:
                     transcript = await self._transcribe(utterance)
             except VoicePipelineError as exc:
@@ -480,6 +480,21 @@ class Conversation:
         finally:
             if prefetch is not None:
                 prefetch.cancel()  # a no-op once the reply has read it all; else it was dropped
+
+    async def _early_outcome(
+        self, early: EarlyTurn, utterance: Int16Array
+    ) -> tuple[Transcript, ReplyPrefetch | None]:
+        """The early work's transcript, or, when that speculative run failed (ASR `overloaded` in
+        a burst, a replica gone), the turn transcribed again now: only the turn's own run may
+        fail the turn."""
+        try:
+            return await early.work
+        except VoicePipelineError as exc:
+            self.metrics.early_asr.labels("failed").inc()
+            log.info(
+                "session %s: early transcription failed (%s); transcribing the turn", self.session_id, exc
+            )
+            return await self._transcribe(utterance), None
 
     async def _start_reply(self, text: str, times: TurnTimes, send_stt: bool) -> None:
         await self.cancel_reply(send_stop=False)
