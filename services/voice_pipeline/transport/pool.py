@@ -55,7 +55,7 @@ class ReplicaPool:
         self,
         stage: str,
         url: str,
-        resolve_interval_s: float = 10.0,
+        resolve_interval_s: float = 2.0,
         connect_timeout_s: float = 3.0,
         max_message_bytes: int = 4 << 20,
         resolver: Resolver | None = None,
