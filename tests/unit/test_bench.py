@@ -74,7 +74,6 @@ def test_summary_counts_failures_against_success_not_latency() -> None:
 
 
 def test_opus_packet_samples_match_the_decoder() -> None:
-
     rng = np.random.default_rng(0)
     for rate, app in ((16000, "voip"), (24000, "audio")):
         encoder = OpusEncoder(rate, 60, application=app)

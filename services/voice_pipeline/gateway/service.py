@@ -24,7 +24,7 @@ from voice_pipeline.gateway.conversation import Stages
 from voice_pipeline.gateway.ota import OtaSettings
 from voice_pipeline.gateway.settings import GatewaySettings
 from voice_pipeline.llm.settings import HistorySettings
-from voice_pipeline.transport.pool import ReplicaPool
+from voice_pipeline.transport.pool import RESOLVE_INTERVAL_S, ReplicaPool
 from voice_pipeline.transport.remote import RemoteAsr, RemoteLlm, RemoteTts, RemoteVad
 from voice_pipeline.turn.history import ChatHistory
 
@@ -38,12 +38,8 @@ class StagesSettings(BaseModel):
     asr_url: str = Field("", description="ASR service URL.")
     llm_url: str = Field("", description="LLM service URL.")
     tts_url: str = Field("", description="TTS service URL.")
-    # A replica the autoscaler adds takes work only once resolved: at 10 s, the closed-loop test's
-    # overloaded asr replica kept queueing turns ~10-25 s after the new one was Ready (one turn
-    # passed the 18 s no-answer limit there). A lookup every 2 s per stage is nothing to a cluster's
-    # DNS, which answers headless Services from its own watch of the endpoints.
     resolve_interval_s: float = Field(
-        2.0, gt=0, description="Re-resolve stage names this often (new replicas get sessions)."
+        RESOLVE_INTERVAL_S, gt=0, description="Re-resolve stage names this often (new replicas get sessions)."
     )
     connect_timeout_s: float = Field(3.0, gt=0, description="Connect timeout to a stage replica.")
     max_message_bytes: int = Field(4 << 20, ge=65536, description="Largest transport frame.")

@@ -49,13 +49,18 @@ async def resolve(host: str, port: int) -> list[str]:
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
+# A replica the autoscaler adds takes work only once resolved (docs/closed-loop.md: at 10 s, turns
+# kept queueing on an overloaded replica after the new one was Ready). A lookup every 2 s per stage
+# is nothing to a cluster's DNS, which answers headless Services from its own watch of endpoints.
+RESOLVE_INTERVAL_S = 2.0
+
 
 class ReplicaPool:
     def __init__(
         self,
         stage: str,
         url: str,
-        resolve_interval_s: float = 2.0,
+        resolve_interval_s: float = RESOLVE_INTERVAL_S,
         connect_timeout_s: float = 3.0,
         max_message_bytes: int = 4 << 20,
         resolver: Resolver | None = None,
