@@ -67,7 +67,7 @@ format: $(INSTALL_STAMP) ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix services operator tests
 	$(VENV)/bin/ruff format services operator tests
 
-test-unit: $(INSTALL_STAMP) ## unit tests only (no network, no models)
+test-unit: $(INSTALL_STAMP) bench-deps ## unit tests only (no network, no models; the report tests draw charts: the bench extra)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
 test-integration: install ## real models and real processes on loopback
