@@ -384,6 +384,12 @@ class Conversation:
         if len(utterance) < self.settings.min_utterance_ms * VAD_SAMPLE_RATE // 1000:
             return
         self._early = EarlyTurn(self._buffer.end, asyncio.create_task(self._early_work(utterance)))
+        log.debug(
+            "session %s: early transcription of samples up to %d (last voiced: %d)",
+            self.session_id,
+            self._buffer.end,
+            self._buffer.voice_end,
+        )
 
     def _early_is_stale(self) -> bool:
         """No early run, or something voiced came after its snapshot: a pause now needs a new one."""
@@ -416,6 +422,14 @@ class Conversation:
             early, self._early = self._early, None
             self.metrics.early_asr.labels("used").inc()
             return early
+        log.debug(
+            "session %s: turn ended (silence from sample %d, last voiced %d); the early transcription "
+            "(up to %s) does not hold it",
+            self.session_id,
+            silence_start,
+            self._buffer.voice_end,
+            None if self._early is None else self._early.upto,
+        )
         self._drop_early()
         return None
 
