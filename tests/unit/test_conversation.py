@@ -549,6 +549,18 @@ async def test_speech_the_vad_heard_after_the_quiet_is_transcribed_at_the_end() 
     assert _early(metrics, "dropped") == 1 and _early(metrics, "used") is None
 
 
+async def test_the_vads_pause_starts_again_when_the_quiets_snapshot_would_not_hold_the_turn() -> None:
+    # As above, but the VAD reports its pause: a turn ending in this silence would drop the run
+    # the quiet began (its silence starts past the snapshot's usual tail), so the pause begins the
+    # run the end will use, instead of leaving the whole transcription to the end.
+    script = [[VadEvent("speech_start", 0)], *([[]] * 7), [VadEvent("speech_pause", 7 * 960)], []]
+    script.append([VadEvent("speech_end", 7 * 960)])
+    asr, out, metrics = await _early_turn(script, levels="v" + "q" * 10)
+    assert asr.started == [2 * 960, 9 * 960]  # the quiet's run, then the pause's
+    assert _stt_texts(out) == ["call 2"]
+    assert _early(metrics, "used") == 1 and _early(metrics, "dropped") == 1
+
+
 class SlowCountingAsr(CountingAsr):
     async def transcribe(self, pcm: np.ndarray, language: Language, fallback: str = "") -> Transcript:
         result = await super().transcribe(pcm, language, fallback)

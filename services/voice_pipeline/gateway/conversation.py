@@ -325,8 +325,11 @@ class Conversation:
                 if self.speaking and self.mode == "realtime":
                     await self.abort("voice during playback")
             elif event.kind == "speech_pause" and self._buffer.speech_start is not None:
-                if self._early_is_stale():
-                    self._start_early()  # else: the quiet began it already, and holds all that was voiced
+                # The pause names the sample its end would: start again unless the run the quiet
+                # began would hold a turn ending here (the end asks the same question). Else a
+                # word the VAD heard in the quiet (a soft tail) left the whole ASR to the end.
+                if self._early is None or not self._early.holds_turn(event.sample, self._buffer.voice_end):
+                    self._start_early()
             elif event.kind == "speech_end" and self._buffer.speech_start is not None:
                 # Keep the hangover silence too: Silero often scores a soft last syllable as
                 # silence, and Whisper transcribes better with a little trailing quiet.
