@@ -115,8 +115,13 @@ def stage_settings(owner: Owner, stage: str, plan: StagePlan, redis_url: str) ->
 
 def engine_settings(stage: str, plan: StagePlan) -> dict[str, str]:
     """The engine the plan was sized for, as the stage's own setting (so the Pod runs what was costed)."""
-    if stage == "asr" and plan.engine:
-        return {c.env_name("asr", c.KEY_ASR_BACKEND): plan.engine}
+    if stage == "asr":
+        # The Pod's memory limit was costed for one copy of the model (calibrate loads one), so the
+        # second copy that speeds up calls running alone on a dedicated machine stays off.
+        settings = {c.env_name("asr", c.KEY_ASR_SOLO_THREADS): "0"}
+        if plan.engine:
+            settings[c.env_name("asr", c.KEY_ASR_BACKEND)] = plan.engine
+        return settings
     if stage == "tts" and plan.engine:
         # The chosen engine first for every language, espeak-ng (local) when it fails or lacks a voice.
         order = list(dict.fromkeys([plan.engine, c.TTS_FALLBACK_ENGINE]))

@@ -90,6 +90,8 @@ ASR_ENGINES: Final[tuple[str, ...]] = ("whisper", "sensevoice", "openai")
 TTS_ENGINES: Final[tuple[str, ...]] = ("edge", "azure", "iflytek", "openai", "piper", "espeak")
 ENGINES: Final[dict[str, tuple[str, ...]]] = {"asr": ASR_ENGINES, "tts": TTS_ENGINES}
 KEY_ASR_BACKEND: Final = "backend"
+# A replica runs one copy of the ASR model, as calibrate costs it: no solo copy (AsrSettings.solo_threads).
+KEY_ASR_SOLO_THREADS: Final = "solo_threads"
 KEY_TTS_ENGINES: Final = "engines"
 TTS_LANGUAGES: Final[tuple[str, ...]] = ("zh", "en")
 TTS_FALLBACK_ENGINE: Final = "espeak"  # local, always installed: speaks when the chosen engine fails

@@ -39,20 +39,13 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from voice_pipeline.common.cpus import usable_cpus
 from voice_pipeline.common.metrics import MULTIPROC_ENV
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 30.0  # a worker's drain before it is killed (uvicorn closes its sessions first)
 RESTART_DELAY_S = 1.0
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a cpuset), not the machine's count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def worker_count(requested: int) -> int:

@@ -190,6 +190,7 @@ def test_the_full_example_runs_the_engines_it_names() -> None:
     )  # fmt: skip
     settings = api.objects[("ConfigMap", "fleet-settings")]["data"]
     assert settings["asr.VP_ASR__BACKEND"] == "sensevoice"
+    assert settings["asr.VP_ASR__SOLO_THREADS"] == "0"  # the one model copy its memory was costed for
     assert json.loads(settings["tts.VP_TTS__ENGINES"]) == {"zh": ["edge", "espeak"], "en": ["edge", "espeak"]}
     assert "llm.VP_LLM__LOCAL_THREADS" not in settings  # cloud providers: no local server
     assert outcome.plan is not None and outcome.plan.stages["llm"].engine == "cloud"

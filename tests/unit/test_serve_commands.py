@@ -47,3 +47,16 @@ def test_numpy_blas_runs_on_one_thread_unless_set() -> None:
     environ = {"OPENBLAS_NUM_THREADS": "4"}
     single_threaded_blas(environ)
     assert environ == {"OPENBLAS_NUM_THREADS": "4"}
+
+
+def test_openmp_threads_sleep_when_idle_unless_set() -> None:
+    """Spinning OpenMP threads of a two-thread ASR call took CPU from the rest; an operator's own
+    value is kept."""
+    from voice_pipeline.cli import passive_openmp
+
+    environ: dict[str, str] = {}
+    passive_openmp(environ)
+    assert environ == {"OMP_WAIT_POLICY": "PASSIVE"}
+    environ = {"OMP_WAIT_POLICY": "ACTIVE"}
+    passive_openmp(environ)
+    assert environ == {"OMP_WAIT_POLICY": "ACTIVE"}

@@ -62,6 +62,17 @@ class AsrSettings(BaseModel):
     # (2026-11-30): p95 first audio 1701 / 1909 ms with 1 thread, 2188 / 2185 ms with 2, the
     # server's threads waiting 0.71 against 1.16 s for a core per second on one.
     threads: int = Field(1, ge=1, description="CPU threads of each batch the ASR model decodes.")
+    # A call alone may use more (whisper.Lanes). Measured on an AVX2-only EPYC (2026-11-30, fleet
+    # benchmark, interleaved): one device, 16 turns, the ASR step of a turn (what the early
+    # transcription could not hide) 230 -> 178 ms, first audio p50 531 -> 498 ms; at 24 devices
+    # (this VM's knee) p95 first audio 1852 / 2011 ms against 2065 / 2197 / 2538 without it.
+    solo_threads: int = Field(
+        2,
+        ge=0,
+        le=16,
+        description="CPU threads of a batch decoded while no other is (a second copy of the model, "
+        "~80 MB; used only if above `threads` and the process may use that many cores; 0 = off).",
+    )
     beam_size: int = Field(1, ge=1, le=8, description="1 = greedy (fast); beam search costs linearly more.")
     max_decode_tokens: int = Field(
         96,

@@ -43,6 +43,7 @@ def build_engine(settings: AsrSettings) -> AsrEngine:
     return WhisperEngine(
         require_model(settings.whisper_model),
         threads=settings.threads,
+        solo_threads=settings.solo_threads,
         beam_size=settings.beam_size,
         max_decode_tokens=settings.max_decode_tokens,
         languages=settings.languages,

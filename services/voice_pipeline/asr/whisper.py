@@ -22,9 +22,14 @@ it accuracy).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +42,7 @@ from voice_pipeline.asr.settings import (
     REPETITION_PENALTY,
     TOKENS_PER_SECOND,
 )
+from voice_pipeline.common.cpus import cpu_budget
 from voice_pipeline.common.errors import ModelMissingError
 from voice_pipeline.common.stages import Transcript
 
@@ -53,6 +59,46 @@ def ct2_max_length(tokens: int) -> int:
     return 2 * tokens
 
 
+# A call runs alone only if ASR was idle this long before it: near capacity calls follow each other
+# closely, and there the second copy's extra CPU (~17% a call) costs more than its speed gains.
+SOLO_IDLE_S = 0.3
+
+
+class Lanes:
+    """Which copy of the model a call runs on: the solo copy (more threads each) while no other call
+    is in flight, else the shared one (`workers` calls at once, `threads` each).
+
+    Why two copies: CTranslate2 fixes a model's threads per call when it loads. On batches of one,
+    two threads cut a call's wall time by a third on an AVX2-only EPYC (332 -> 215 ms, whisper-base,
+    5 s window, 60 test-set clips) for ~17% more CPU, but two calls of two threads on two cores
+    made every thread of the server wait (fleet benchmark, 36 devices: p95 first audio 3159 against
+    2775 ms), and solo calls whenever none other was in flight still cost p50 first audio at 24
+    devices (1341 / 1185 against 1133 / 1107 ms). So the extra threads go only to a call that
+    finds ASR idle for SOLO_IDLE_S: the floor at low load, the same work as before near capacity.
+    Callers are the batcher's worker threads."""
+
+    def __init__(self, shared: Any, solo: Any | None, idle_s: float = SOLO_IDLE_S) -> None:
+        self._shared = shared
+        self._solo = solo
+        self._idle_s = idle_s
+        self._inflight = 0
+        self._last_end = -math.inf
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[Any]:
+        with self._lock:
+            now = time.monotonic()
+            alone = self._solo is not None and self._inflight == 0 and now - self._last_end >= self._idle_s
+            self._inflight += 1
+        try:
+            yield self._solo if alone else self._shared
+        finally:
+            with self._lock:
+                self._inflight -= 1
+                self._last_end = time.monotonic()
+
+
 class WhisperEngine:
     name = "whisper"
 
@@ -60,6 +106,7 @@ class WhisperEngine:
         self,
         model_dir: Path,
         threads: int = 2,
+        solo_threads: int = 0,
         beam_size: int = 1,
         max_decode_tokens: int = 96,
         languages: Sequence[str] = ("zh", "en"),
@@ -89,6 +136,7 @@ class WhisperEngine:
         self._model = WhisperModel(
             str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads, num_workers=workers
         )
+        self._lanes = Lanes(self._model.model, self._solo_model(model_dir, threads, solo_threads))
         self._pad_or_trim = pad_or_trim
         self._tokenizers = {
             lang: Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, "transcribe", lang)
@@ -114,6 +162,20 @@ class WhisperEngine:
         self.last_detections: list[dict[str, float]] = []
         self.last_token_counts: list[int] = []  # tokens decoded (the cost), before loop repeats are cut
 
+    @staticmethod
+    def _solo_model(model_dir: Path, threads: int, solo_threads: int) -> Any:
+        """A second copy of the model with `solo_threads` threads for calls that run alone, when
+        this process can use that many cores (a Pod's CPU limit can be lower); else None."""
+        threads_alone = min(solo_threads, int(cpu_budget()))
+        if threads_alone <= threads:
+            return None
+        import ctranslate2
+
+        log.info("ASR: a call that runs alone decodes on %d threads (others on %d)", threads_alone, threads)
+        return ctranslate2.models.Whisper(
+            str(model_dir), device="cpu", compute_type="int8", intra_threads=threads_alone, inter_threads=1
+        )
+
     def _window_frames(self, items: Sequence[AsrItem]) -> int:
         longest = max(item.seconds for item in items)
         seconds = max(self.min_window_s, -(-longest // WINDOW_STEP_S) * WINDOW_STEP_S)
@@ -124,7 +186,9 @@ class WhisperEngine:
         features = self._model.feature_extractor(pcm)[..., :-1]
         return np.asarray(self._pad_or_trim(features, frames), dtype=np.float32)
 
-    def _pick_languages(self, encoded: object, items: Sequence[AsrItem]) -> tuple[list[str], list[bool]]:
+    def _pick_languages(
+        self, model: Any, encoded: object, items: Sequence[AsrItem]
+    ) -> tuple[list[str], list[bool]]:
         """(language, guarded) per item: forced languages stay; `auto` picks the likeliest allowed
         language, or falls back (guarded: decode with the loop guards) when none is likely."""
         todo = [i for i, item in enumerate(items) if item.language == "auto"]
@@ -132,7 +196,7 @@ class WhisperEngine:
         detections_out: list[dict[str, float]] = [{} for _ in items]
         guarded = [False] * len(items)
         if todo:
-            detections = self._model.model.detect_language(encoded)
+            detections = model.detect_language(encoded)
             for i in todo:
                 scores = {token.strip("<|>"): p for token, p in detections[i]}
                 detections_out[i] = {lang: scores.get(lang, 0.0) for lang in self.languages}
@@ -154,14 +218,14 @@ class WhisperEngine:
         return [token_cap(item.seconds, rate, floor, self.max_decode_tokens) for item in items]
 
     def _generate(
-        self, encoded: object, prompts: list[list[int]], tokens: int, guarded: bool = False
+        self, model: Any, encoded: object, prompts: list[list[int]], tokens: int, guarded: bool = False
     ) -> list[list[int]]:
         penalty, ngram = (
             (self.guard_repetition_penalty, self.guard_no_repeat_ngram_size)
             if guarded
             else (self.repetition_penalty, self.no_repeat_ngram_size)
         )
-        results = self._model.model.generate(
+        results = model.generate(
             encoded,
             prompts,
             beam_size=self.beam_size,
@@ -174,7 +238,12 @@ class WhisperEngine:
         return [list(r.sequences_ids[0]) for r in results]
 
     def _decode(
-        self, encoded: object, prompts: list[list[int]], items: Sequence[AsrItem], guard: Sequence[bool]
+        self,
+        model: Any,
+        encoded: object,
+        items: Sequence[AsrItem],
+        languages: Sequence[str],
+        guard: Sequence[bool],
     ) -> list[list[int]]:
         """Token ids per item (no special tokens), within each item's cap, loop repeats cut.
 
@@ -185,10 +254,14 @@ class WhisperEngine:
         the stop and the loop's repeats are dropped from a transcript that reached it."""
         import ctranslate2
 
+        prompts = []
+        for lang in languages:
+            tokenizer = self._tokenizers.get(lang) or self._tokenizers["en"]
+            prompts.append([*tokenizer.sot_sequence, tokenizer.no_timestamps])
         caps = self._caps(items)
         guarded = [i for i, g in enumerate(guard) if g]
         if not guarded:
-            out = self._generate(encoded, prompts, max(caps))
+            out = self._generate(model, encoded, prompts, max(caps))
         else:
             # Unplaceable audio (the detection fell back) decodes apart, with the loop guards: a
             # separate call, since CTranslate2 takes one penalty per call. Such items are rare.
@@ -200,7 +273,7 @@ class WhisperEngine:
                     continue
                 sub = ctranslate2.StorageView.from_array(np.ascontiguousarray(array[group]))
                 got = self._generate(
-                    sub, [prompts[i] for i in group], max(caps[i] for i in group), with_guards
+                    model, sub, [prompts[i] for i in group], max(caps[i] for i in group), with_guards
                 )
                 for i, ids in zip(group, got, strict=True):
                     out[i] = ids
@@ -218,16 +291,17 @@ class WhisperEngine:
 
         frames = self._window_frames(items)
         features = np.stack([self._features(item, frames) for item in items])
-        encoded = self._model.model.encode(ctranslate2.StorageView.from_array(features))
-        languages, guard = self._pick_languages(encoded, items)
-        prompts = []
-        for lang in languages:
-            tokenizer = self._tokenizers.get(lang) or self._tokenizers["en"]
-            prompts.append([*tokenizer.sot_sequence, tokenizer.no_timestamps])
+        with self._lanes.take() as model:
+            encoded = model.encode(ctranslate2.StorageView.from_array(features))
+            languages, guard = self._pick_languages(model, encoded, items)
+            decoded = self._decode(model, encoded, items, languages, guard)
+        return self._transcripts(items, languages, decoded)
+
+    def _transcripts(
+        self, items: Sequence[AsrItem], languages: Sequence[str], decoded: Sequence[list[int]]
+    ) -> list[Transcript]:
         transcripts = []
-        for item, lang, ids in zip(
-            items, languages, self._decode(encoded, prompts, items, guard), strict=True
-        ):
+        for item, lang, ids in zip(items, languages, decoded, strict=True):
             tokenizer = self._tokenizers.get(lang) or self._tokenizers["en"]
             tokens = [t for t in ids if t < tokenizer.eot]
             transcripts.append(Transcript(clean_text(tokenizer.decode(tokens)), lang, item.seconds))
