@@ -71,7 +71,7 @@ class AsrSettings(BaseModel):
         ge=0,
         le=16,
         description="CPU threads of a batch decoded while no other is (a second copy of the model, "
-        "~80 MB; used only if above `threads` and the process may use that many cores; 0 = off).",
+        "~110 MiB; used only if above `threads` and the process may use that many cores; 0 = off).",
     )
     beam_size: int = Field(1, ge=1, le=8, description="1 = greedy (fast); beam search costs linearly more.")
     max_decode_tokens: int = Field(
