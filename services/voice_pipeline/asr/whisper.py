@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 MAX_SECONDS = 30.0
 FRAMES_PER_SECOND = 100  # Whisper log-mel hop: 10 ms
 WINDOW_STEP_S = 5
+COMPUTE_TYPE = "int8"  # both copies of the model (see Lanes) load the same weights the same way
 
 
 def ct2_max_length(tokens: int) -> int:
@@ -65,8 +66,9 @@ SOLO_IDLE_S = 0.3
 
 
 class Lanes:
-    """Which copy of the model a call runs on: the solo copy (more threads each) while no other call
-    is in flight, else the shared one (`workers` calls at once, `threads` each).
+    """Which copy of the model a call runs on: the solo copy (more threads) when no other call is
+    in flight and none ended in the last `idle_s`, else the shared one (`workers` calls at once,
+    `threads` each).
 
     Why two copies: CTranslate2 fixes a model's threads per call when it loads. On batches of one,
     two threads cut a call's wall time by a third on an AVX2-only EPYC (332 -> 215 ms, whisper-base,
@@ -134,7 +136,7 @@ class WhisperEngine:
 
         # num_workers: CTranslate2 runs that many calls at once (the batcher's `workers`).
         self._model = WhisperModel(
-            str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads, num_workers=workers
+            str(model_dir), device="cpu", compute_type=COMPUTE_TYPE, cpu_threads=threads, num_workers=workers
         )
         self._lanes = Lanes(self._model.model, self._solo_model(model_dir, threads, solo_threads))
         self._pad_or_trim = pad_or_trim
@@ -173,7 +175,11 @@ class WhisperEngine:
 
         log.info("ASR: a call that runs alone decodes on %d threads (others on %d)", threads_alone, threads)
         return ctranslate2.models.Whisper(
-            str(model_dir), device="cpu", compute_type="int8", intra_threads=threads_alone, inter_threads=1
+            str(model_dir),
+            device="cpu",
+            compute_type=COMPUTE_TYPE,
+            intra_threads=threads_alone,
+            inter_threads=1,
         )
 
     def _window_frames(self, items: Sequence[AsrItem]) -> int:

@@ -328,7 +328,7 @@ class Conversation:
                 # The pause names the sample its end would: start again unless the run the quiet
                 # began would hold a turn ending here (the end asks the same question). Else a
                 # word the VAD heard in the quiet (a soft tail) left the whole ASR to the end.
-                if self._early is None or not self._early.holds_turn(event.sample, self._buffer.voice_end):
+                if not self._early_holds(event.sample):
                     self._start_early()
             elif event.kind == "speech_end" and self._buffer.speech_start is not None:
                 # Keep the hangover silence too: Silero often scores a soft last syllable as
@@ -418,10 +418,15 @@ class Conversation:
         dropped = self._dropped_early is not None and not self._dropped_early.done()
         return self.stages.asr_load.idle(self.settings.early_asr_max_busy, time.monotonic(), int(dropped))
 
+    def _early_holds(self, silence_start: int) -> bool:
+        """Whether the early work holds the whole turn a silence beginning at `silence_start`
+        would end (asked at the VAD's pause and at its end)."""
+        return self._early is not None and self._early.holds_turn(silence_start, self._buffer.voice_end)
+
     def _take_early(self, silence_start: int) -> EarlyTurn | None:
         """The early work if it holds the whole turn the VAD ended (its silence beginning at
         `silence_start`), else None (the user spoke again after it: stale, dropped)."""
-        if self._early is not None and self._early.holds_turn(silence_start, self._buffer.voice_end):
+        if self._early_holds(silence_start):
             early, self._early = self._early, None
             self.metrics.early_asr.labels("used").inc()
             return early
