@@ -88,6 +88,22 @@ def test_asr_decode_length_is_capped_on_a_long_loop() -> None:
     assert 0 < len(text) <= 24 * 3  # a token is at most a few characters
 
 
+def test_the_loop_stop_cuts_a_repeated_sentence_at_its_end_with_the_real_tokenizer() -> None:
+    from voice_pipeline.asr.decoding import loop_start
+    from voice_pipeline.asr.whisper import sentence_end_ids
+
+    tokenizer = _whisper()._tokenizers["en"]
+    ends = sentence_end_ids(tokenizer)
+    for mark in (".", "?", "!", "\u3002"):
+        assert tokenizer.encode(mark)[-1] in ends
+    assert not {tokenizer.encode(" Turn")[-1], tokenizer.encode(",")[-1]} & ends
+    first = tokenizer.encode(" turn off all the lights downstairs.")
+    again = tokenizer.encode(" Turn off all the lights downstairs.")
+    looped = first + again * 2 + again[:3]  # as decoded to the cap on an AVX2-only EPYC
+    kept = looped[: loop_start(looped, sentence_ends=ends)]
+    assert tokenizer.decode(kept) == " turn off all the lights downstairs."
+
+
 async def _speak(tts: InProcessTts, text: str, language: str) -> np.ndarray:
     chunks = [c async for c in tts.synthesize(SpeechRequest(text, language, 24000))]
     decoder = OpusDecoder(24000)

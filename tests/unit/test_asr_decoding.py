@@ -42,10 +42,27 @@ def test_short_repetitions_of_speech_are_not_loops() -> None:
     assert loop_start([]) is None
 
 
-def test_a_long_period_beyond_the_limit_is_not_searched() -> None:
-    phrase = list(range(100, 110))  # 10 tokens
-    assert loop_start(phrase * 3, max_period=8) is None
-    assert loop_start(phrase * 3, max_period=10) == 10
+def test_a_sentence_said_again_to_the_cap_is_a_loop_cut_after_its_first_copy() -> None:
+    sentence = list(range(100, 113))  # "Book a table for 4 at an Italian restaurant." (13 tokens)
+    tokens = sentence * 2 + sentence[:11]  # the cap falls inside the third copy
+    assert tokens[: loop_start(tokens)] == sentence
+
+
+def test_a_sentence_loop_after_a_different_first_copy_keeps_that_copy_to_its_end() -> None:
+    first = [7, 101, 102, 103, 104, 105, 106, 107, 108, 109]  # "turn off ... stairs." (lower case)
+    again = [8, *first[1:]]  # "Turn off ... stairs."
+    tokens = first + again * 2 + again[:4]
+    period = 109  # "."
+    assert tokens[: loop_start(tokens, sentence_ends={period})] == first
+    # Without knowing where sentences end, the copy kept runs from "off" to the next "Turn".
+    assert tokens[: loop_start(tokens)] == [*first, 8]
+
+
+def test_a_long_pattern_needs_two_whole_copies_at_the_end() -> None:
+    sentence = list(range(100, 112))
+    assert loop_start(sentence + sentence[:6]) is None  # once and a half: not a loop
+    assert loop_start(sentence * 2 + [1, 2, 3]) is None  # said twice, then something else
+    assert loop_start([1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 10]) is None
 
 
 def test_a_confident_detection_picks_the_likeliest_allowed_language() -> None:
