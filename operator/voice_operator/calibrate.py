@@ -119,11 +119,11 @@ def measure_asr(batches: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, Any]:
     shipped = AsrSettings()  # the threads and window the ASR stage runs with
     return _measure_asr_engine(
         lambda: WhisperEngine(
-            require_model("whisper-base"), threads=shipped.threads, min_window_s=shipped.min_window_s
+            require_model("whisper-base"), threads=shipped.threads, min_window_s=shipped.encoder_window_s
         ),
         batches,
         {
-            "engine": f"faster-whisper base int8, {shipped.threads} thread(s), {shipped.min_window_s:g} s window",
+            "engine": f"faster-whisper base int8, {shipped.threads} thread(s), {shipped.encoder_window_s:g} s window",
             "engines": ["whisper"],
         },
     )

@@ -61,9 +61,20 @@ def render(readme: str) -> str:
     return readme
 
 
+USAGE = "usage: python -m voice_pipeline.docs_tables [README.md]: regenerate the settings tables in place"
+
+
 def main() -> int:
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
-    path.write_text(render(path.read_text(encoding="utf-8")), encoding="utf-8")
+    args = sys.argv[1:]
+    if len(args) > 1 or args[:1] in (["-h"], ["--help"]):
+        print(USAGE, file=sys.stdout if args[:1] in (["-h"], ["--help"]) else sys.stderr)
+        return 0 if args[:1] in (["-h"], ["--help"]) else 2
+    path = Path(args[0] if args else "README.md")
+    try:
+        path.write_text(render(path.read_text(encoding="utf-8")), encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        print(f"docs_tables: {path}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,5 +1,6 @@
 """Which copy of the ASR model a call runs on (whisper.Lanes), and how many cores a process may
-use (common.cpus): the solo copy's extra threads go only to a call that has the cores alone."""
+use (common.cpus): the solo copy's extra threads go only to a call that has the cores alone; and
+which encoder window the CPU's int8 products allow."""
 
 from __future__ import annotations
 
@@ -87,3 +88,24 @@ def test_cpu_budget_is_capped_by_the_cgroup_quota(tmp_path: Path) -> None:
     cpu_max.write_text("max 100000\n")
     assert cpu_budget(cpu_max) == usable_cpus()
     assert cpu_budget(tmp_path / "missing") == usable_cpus()  # no cgroup v2 file: the affinity mask
+
+
+def test_the_encoder_window_is_wider_where_int8_products_saturate() -> None:
+    from voice_pipeline.asr.settings import MIN_WINDOW_S, WIDE_WINDOW_S, AsrSettings, window_for_cpu
+
+    assert window_for_cpu(["avx2", "avx512f", "avx512_vnni"]) == MIN_WINDOW_S
+    assert window_for_cpu(["avx2", "avx_vnni"]) == MIN_WINDOW_S
+    assert window_for_cpu(["sse4_1", "avx", "avx2", "fma"]) == WIDE_WINDOW_S  # AVX2 only
+    assert window_for_cpu([]) == WIDE_WINDOW_S  # unknown CPU: the safe window
+    assert WIDE_WINDOW_S > MIN_WINDOW_S
+    assert AsrSettings(min_window_s=10).encoder_window_s == 10  # an operator's choice wins
+    assert AsrSettings().encoder_window_s in (MIN_WINDOW_S, WIDE_WINDOW_S)
+
+
+def test_machine_cpu_flags_reads_cpuinfo_and_survives_its_absence(tmp_path: Path) -> None:
+    from voice_pipeline.common.cpus import machine_cpu_flags
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx avx2 avx512_vnni\n")
+    assert machine_cpu_flags(cpuinfo) == ["avx", "avx2", "avx512_vnni"]
+    assert machine_cpu_flags(tmp_path / "missing") == []

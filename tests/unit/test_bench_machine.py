@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from voice_pipeline.bench.docs import isa_summary
-from voice_pipeline.bench.machine import cpu_flags, parse_ct2_log
+from voice_pipeline.bench.machine import parse_ct2_log
+from voice_pipeline.common.cpus import cpu_flags
 
 CPUINFO = """processor\t: 0
 model name\t: AMD EPYC

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voice_pipeline.common.cpus import int8_products_exact, machine_cpu_flags
+
 # Chosen by `make bench-asr` on the ASR test set (docs/benchmarks.md, "ASR accuracy and cost"),
 # 190 English utterances under `auto`, whisper-base int8, 2026-11-29:
 # - no repetition penalty, no n-gram ban: with penalty 1.1 and no-repeat 4-grams WER was 4.1%
@@ -23,11 +25,23 @@ from pydantic import BaseModel, ConfigDict, Field
 #   short command repeated ("Lock the front door." twice), one detected as zh, one 4.7 s question
 #   lost two words. In the fleet at 48 devices on 2 cores (two runs each): p95 first audio
 #   1953/2202 ms against 2296/2771, stt p50 154/206 against 386/430 ms, 1.01 against 1.17 cores.
+# - 7.5 s window on CPUs without VNNI (2026-11-30, an AVX2-only EPYC): there int8 products saturate
+#   (common/cpus.py) and the 5 s window gave WER 5.9% (3.6% once sentence loops were cut, see
+#   decoding.loop_start) against 2.3% for the reference decoding on the same machine: outside the
+#   1-point budget. 6 s: 3.2%, 7.5 s: 2.35%, 10 s: 2.2%; float32 at 5 s: 2.8%. Wall per utterance
+#   (1 thread, 60 clips): 5 s 307-328 ms, 7.5 s 394, 10 s 499-539, float32 at 5 s 487.
 MIN_WINDOW_S = 5.0
+WIDE_WINDOW_S = 7.5
 TOKENS_PER_SECOND = 10.0
 REPETITION_PENALTY = 1.0
 NO_REPEAT_NGRAM = 0
 LANGUAGE_MIN_PROBABILITY = 0.5
+
+
+def window_for_cpu(flags: list[str]) -> float:
+    """The shortest encoder window that keeps WER within a point of the reference decoding on a
+    CPU with these flags (see above)."""
+    return MIN_WINDOW_S if int8_products_exact(flags) else WIDE_WINDOW_S
 
 
 class AsrSettings(BaseModel):
@@ -105,11 +119,18 @@ class AsrSettings(BaseModel):
         "(default: the first of `languages`).",
     )
     min_window_s: float = Field(
-        MIN_WINDOW_S,
-        ge=1,
+        0.0,
+        ge=0,
         le=30,
-        description="Shortest Whisper encoder window; shorter is faster but repeats itself.",
+        description="Shortest Whisper encoder window in seconds; shorter is faster but repeats itself. "
+        "0 = by CPU: 5 where int8 products run on VNNI (AVX-512 VNNI, AVX-VNNI), 7.5 elsewhere.",
     )
+
+    @property
+    def encoder_window_s(self) -> float:
+        """min_window_s, or the window chosen for this machine's CPU when it is 0."""
+        return self.min_window_s or window_for_cpu(machine_cpu_flags())
+
     # Measured (2026-11-29, the `make bench-asr` test set, whisper-base, 5 s window): 0.3 s of
     # silence before an utterance (the gateway's pre-roll) took English WER from 3.0% to 12.0% (the
     # phrase said twice, words dropped). Turns cut as the gateway cuts them (Silero + segmenter,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -14,6 +15,8 @@ from voice_pipeline.common.metrics import Metrics
 from voice_pipeline.common.paths import models_dir
 from voice_pipeline.common.stages import Language, Transcript
 from voice_pipeline.models.registry import require_model
+
+log = logging.getLogger(__name__)
 
 
 def build_engine(settings: AsrSettings) -> AsrEngine:
@@ -40,6 +43,10 @@ def build_engine(settings: AsrSettings) -> AsrEngine:
         )
     from voice_pipeline.asr.whisper import WhisperEngine
 
+    window = settings.encoder_window_s
+    log.info(
+        "ASR: whisper encoder window of at least %g s%s", window, "" if settings.min_window_s else " (by CPU)"
+    )
     return WhisperEngine(
         require_model(settings.whisper_model),
         threads=settings.threads,
@@ -47,7 +54,7 @@ def build_engine(settings: AsrSettings) -> AsrEngine:
         beam_size=settings.beam_size,
         max_decode_tokens=settings.max_decode_tokens,
         languages=settings.languages,
-        min_window_s=settings.min_window_s,
+        min_window_s=window,
         workers=settings.workers,
         repetition_penalty=settings.repetition_penalty,
         no_repeat_ngram_size=settings.no_repeat_ngram_size,

@@ -75,7 +75,7 @@ def default_decoding() -> Decoding:
     s = AsrSettings()
     return Decoding(
         "default",
-        s.min_window_s,
+        s.encoder_window_s,
         s.repetition_penalty,
         s.no_repeat_ngram_size,
         s.tokens_per_second,

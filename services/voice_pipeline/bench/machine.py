@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from voice_pipeline.common.cpus import machine_cpu_flags
+
 
 def cpu_model() -> str:
     try:
@@ -52,23 +54,6 @@ def git_commit(root: Path | None = None) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
-
-
-# The vector extensions the model runtimes dispatch on: whisper's speed differs ~2.5x between
-# machines of one class with and without AVX-512 (issue 14), so every record names them.
-ISA_FLAGS = (
-    "sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-    "avx_vnni", "avx512_bf16", "amx_int8",
-)  # fmt: skip
-
-
-def cpu_flags(cpuinfo: str) -> list[str]:
-    """The ISA_FLAGS the first CPU of a /proc/cpuinfo text has, in ISA_FLAGS order."""
-    for line in cpuinfo.splitlines():
-        if line.startswith(("flags", "Features")):
-            present = set(line.split(":", 1)[1].split())
-            return [f for f in ISA_FLAGS if f in present]
-    return []
 
 
 _CT2_LINES = {
@@ -148,10 +133,7 @@ def runtimes_info() -> dict[str, Any]:
 
 
 def machine_info() -> dict[str, Any]:
-    try:
-        flags = cpu_flags(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        flags = []
+    flags = machine_cpu_flags()
     return {
         "cores": os.cpu_count() or 0,
         "memory_gib": memory_gib(),

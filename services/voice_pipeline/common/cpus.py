@@ -37,3 +37,36 @@ def cpu_budget(cpu_max: Path = CGROUP_CPU_MAX) -> float:
         quota = None
     cpus = float(usable_cpus())
     return cpus if quota is None else min(cpus, quota)
+
+
+# The vector extensions the model runtimes dispatch on: whisper's speed differs ~2.5x between
+# machines of one class with and without AVX-512 (issue 14), so every record names them.
+ISA_FLAGS = (
+    "sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+    "avx_vnni", "avx512_bf16", "amx_int8",
+)  # fmt: skip
+
+
+def cpu_flags(cpuinfo: str) -> list[str]:
+    """The ISA_FLAGS the first CPU of a /proc/cpuinfo text has, in ISA_FLAGS order."""
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            present = set(line.split(":", 1)[1].split())
+            return [f for f in ISA_FLAGS if f in present]
+    return []
+
+
+def machine_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """cpu_flags of this machine ([] where /proc/cpuinfo cannot be read)."""
+    try:
+        return cpu_flags(cpuinfo.read_text())
+    except OSError:
+        return []
+
+
+def int8_products_exact(flags: list[str]) -> bool:
+    """Whether int8 matrix products run on VNNI instructions, which accumulate u8 x s8 products in
+    32 bits. Without them (AVX2 only), CTranslate2's oneDNN kernels sum pairs of products into 16
+    bits first (vpmaddubsw), which saturates: whisper-base int8 then decodes worse (issue 14,
+    measured on an AVX2-only EPYC: docs/benchmarks.md)."""
+    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
