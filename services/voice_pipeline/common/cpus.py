@@ -1,5 +1,6 @@
-"""How many cores this process may use: its affinity mask (a cpuset) and its cgroup's CPU quota
-(a Pod's CPU limit), not the machine's count."""
+"""What this process's CPUs offer: how many cores it may use (its affinity mask, a cpuset, and
+its cgroup's CPU quota, a Pod's CPU limit, not the machine's count) and which vector extensions
+they have (the model runtimes dispatch on them)."""
 
 from __future__ import annotations
 
