@@ -117,13 +117,12 @@ def measure_asr(batches: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, Any]:
     from voice_pipeline.models.registry import require_model
 
     shipped = AsrSettings()  # the threads and window the ASR stage runs with
+    window = shipped.encoder_window_s  # reads the CPU's flags
     return _measure_asr_engine(
-        lambda: WhisperEngine(
-            require_model("whisper-base"), threads=shipped.threads, min_window_s=shipped.encoder_window_s
-        ),
+        lambda: WhisperEngine(require_model("whisper-base"), threads=shipped.threads, min_window_s=window),
         batches,
         {
-            "engine": f"faster-whisper base int8, {shipped.threads} thread(s), {shipped.encoder_window_s:g} s window",
+            "engine": f"faster-whisper base int8, {shipped.threads} thread(s), {window:g} s window",
             "engines": ["whisper"],
         },
     )

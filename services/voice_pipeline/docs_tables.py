@@ -66,9 +66,12 @@ USAGE = "usage: python -m voice_pipeline.docs_tables [README.md]: regenerate the
 
 def main() -> int:
     args = sys.argv[1:]
-    if len(args) > 1 or args[:1] in (["-h"], ["--help"]):
-        print(USAGE, file=sys.stdout if args[:1] in (["-h"], ["--help"]) else sys.stderr)
-        return 0 if args[:1] in (["-h"], ["--help"]) else 2
+    if args[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
+    if len(args) > 1:
+        print(USAGE, file=sys.stderr)
+        return 2
     path = Path(args[0] if args else "README.md")
     try:
         path.write_text(render(path.read_text(encoding="utf-8")), encoding="utf-8")

@@ -59,8 +59,11 @@ def loop_start(
             tokens[n - (repeats + 1) * period : n - repeats * period] == tokens[n - period : n]
         ):
             repeats += 1
-        short = period <= short_period
-        if (repeats >= min_repeats and repeats * period >= min_loop_tokens) if short else repeats >= 2:
+        if period <= short_period:
+            is_loop = repeats >= min_repeats and repeats * period >= min_loop_tokens
+        else:
+            is_loop = repeats >= 2  # a whole sentence said again
+        if is_loop:
             # The cap can stop the loop mid-pattern ("天一天一天一" is the pattern "一天" cut);
             # walk back to where the repetition really starts, and keep one whole copy from there.
             begin = n - repeats * period

@@ -126,11 +126,6 @@ class AsrSettings(BaseModel):
         "0 = by CPU: 5 where int8 products run on VNNI (AVX-512 VNNI, AVX-VNNI), 7.5 elsewhere.",
     )
 
-    @property
-    def encoder_window_s(self) -> float:
-        """min_window_s, or the window chosen for this machine's CPU when it is 0."""
-        return self.min_window_s or window_for_cpu(machine_cpu_flags())
-
     # Measured (2026-11-29, the `make bench-asr` test set, whisper-base, 5 s window): 0.3 s of
     # silence before an utterance (the gateway's pre-roll) took English WER from 3.0% to 12.0% (the
     # phrase said twice, words dropped). Turns cut as the gateway cuts them (Silero + segmenter,
@@ -155,3 +150,8 @@ class AsrSettings(BaseModel):
         20.0, ge=0, description="Wait after the first utterance for more to batch."
     )
     queue_size: int = Field(64, ge=1, description="Waiting utterances beyond this are refused (overload).")
+
+    @property
+    def encoder_window_s(self) -> float:
+        """min_window_s, or the window chosen for this machine's CPU when it is 0."""
+        return self.min_window_s or window_for_cpu(machine_cpu_flags())

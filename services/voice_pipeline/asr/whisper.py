@@ -194,6 +194,10 @@ class WhisperEngine:
             inter_threads=1,
         )
 
+    def _tokenizer(self, language: str) -> Any:
+        """The tokenizer (special tokens included) of a language, English for one not loaded."""
+        return self._tokenizers.get(language) or self._tokenizers["en"]
+
     def _window_frames(self, items: Sequence[AsrItem]) -> int:
         longest = max(item.seconds for item in items)
         seconds = max(self.min_window_s, -(-longest // WINDOW_STEP_S) * WINDOW_STEP_S)
@@ -272,10 +276,8 @@ class WhisperEngine:
         the stop and the loop's repeats are dropped from a transcript that reached it."""
         import ctranslate2
 
-        prompts = []
-        for lang in languages:
-            tokenizer = self._tokenizers.get(lang) or self._tokenizers["en"]
-            prompts.append([*tokenizer.sot_sequence, tokenizer.no_timestamps])
+        tokenizers = [self._tokenizer(lang) for lang in languages]
+        prompts = [[*t.sot_sequence, t.no_timestamps] for t in tokenizers]
         caps = self._caps(items)
         guarded = [i for i, g in enumerate(guard) if g]
         if not guarded:
@@ -321,7 +323,7 @@ class WhisperEngine:
     ) -> list[Transcript]:
         transcripts = []
         for item, lang, ids in zip(items, languages, decoded, strict=True):
-            tokenizer = self._tokenizers.get(lang) or self._tokenizers["en"]
+            tokenizer = self._tokenizer(lang)
             tokens = [t for t in ids if t < tokenizer.eot]
             transcripts.append(Transcript(clean_text(tokenizer.decode(tokens)), lang, item.seconds))
         return transcripts
